@@ -1,0 +1,37 @@
+# The commands a newcomer runs. Each installs what it needs first (scripts/setup.sh).
+PYTHON ?= python3
+PREFIX ?= /usr/local
+DEMO_DIR ?= /tmp/tabby-demo
+
+.PHONY: all setup proto test lint install demo demo-down clean
+
+all: test
+
+setup:
+	@bash scripts/setup.sh
+
+# Python stubs in the source tree, for running outside Bazel (install, demo, editors).
+# Bazel builds its own copy with the genrule in proto/BUILD.bazel.
+proto: setup
+	@$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. proto/*.proto
+
+test: setup proto
+	@rc=0; bazel test //... || rc=$$?; $(PYTHON) scripts/test_summary.py; exit $$rc
+
+lint: setup proto
+	@$(PYTHON) -m ruff check .
+	@$(PYTHON) -m ruff format --check .
+
+install: setup proto
+	@$(PYTHON) scripts/install.py --prefix "$(PREFIX)"
+
+demo: setup proto
+	@$(PYTHON) scripts/install.py --prefix "$(DEMO_DIR)/install" >/dev/null
+	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh
+
+demo-down:
+	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh down
+
+clean:
+	rm -f proto/*_pb2.py proto/*_pb2_grpc.py
+	bazel clean
