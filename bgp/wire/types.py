@@ -1,0 +1,108 @@
+"""Plain values shared by the BGP codec, the RIB and the daemon. No I/O, no encoding.
+
+The codec (``bgp.wire``) turns bytes into these and back; the RIB and decision
+process (``bgp.rib``) reason about them. Keep them small and hashable where a RIB
+needs them as keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+# Address families (RFC 4760).
+AFI_IPV4 = 1
+AFI_IPV6 = 2
+SAFI_UNICAST = 1
+
+# ORIGIN values (RFC 4271 4.3).
+ORIGIN_IGP = 0
+ORIGIN_EGP = 1
+ORIGIN_INCOMPLETE = 2
+
+# AS_PATH segment types (RFC 4271 4.3; confederations, RFC 5065, are decoded but unused).
+AS_SET = 1
+AS_SEQUENCE = 2
+AS_CONFED_SEQUENCE = 3
+AS_CONFED_SET = 4
+
+AS_TRANS = 23456  # RFC 6793
+
+# Well-known communities (RFC 1997).
+NO_EXPORT = 0xFFFFFF01
+NO_ADVERTISE = 0xFFFFFF02
+NO_EXPORT_SUBCONFED = 0xFFFFFF03
+
+
+@dataclass(frozen=True, order=True)
+class Prefix:
+    """One NLRI: an IPv4 or IPv6 network, and its ADD-PATH path identifier (0: none)."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    path_id: int = 0
+
+    @property
+    def afi(self) -> int:
+        return AFI_IPV4 if self.network.version == 4 else AFI_IPV6
+
+    def __str__(self) -> str:
+        return str(self.network) if not self.path_id else f"{self.network}#{self.path_id}"
+
+
+@dataclass(frozen=True)
+class AsPathSegment:
+    type: int  # AS_SEQUENCE, AS_SET, ...
+    asns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UnknownAttribute:
+    """An attribute this speaker does not interpret, kept to pass on if transitive."""
+
+    flags: int
+    type_code: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class PathAttributes:
+    """The attributes of one path, decoded. ``None`` means the attribute was absent.
+
+    ``next_hop`` holds the IPv4 NEXT_HOP attribute or, for MP_REACH routes, the
+    next hop from MP_REACH_NLRI (the first, global address for IPv6).
+    ``as_path`` is always the effective 4-octet path (AS4_PATH merged, RFC 6793 4.2.3).
+    """
+
+    origin: int | None = None
+    as_path: tuple[AsPathSegment, ...] = ()
+    next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    next_hop_link_local: ipaddress.IPv6Address | None = None
+    med: int | None = None
+    local_pref: int | None = None
+    atomic_aggregate: bool = False
+    aggregator: tuple[int, ipaddress.IPv4Address] | None = None
+    communities: tuple[int, ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
+    originator_id: ipaddress.IPv4Address | None = None
+    cluster_list: tuple[ipaddress.IPv4Address, ...] = ()
+    unknown: tuple[UnknownAttribute, ...] = field(default=())
+
+    def as_path_length(self) -> int:
+        """RFC 4271 9.1.2.2 a: an AS_SET counts as 1; confederation segments count 0."""
+        length = 0
+        for seg in self.as_path:
+            if seg.type == AS_SEQUENCE:
+                length += len(seg.asns)
+            elif seg.type == AS_SET:
+                length += 1
+        return length
+
+    def first_as(self) -> int | None:
+        for seg in self.as_path:
+            if seg.type == AS_SEQUENCE and seg.asns:
+                return seg.asns[0]
+            return None
+        return None
+
+    def contains_as(self, asn: int) -> bool:
+        return any(asn in seg.asns for seg in self.as_path)
