@@ -228,6 +228,12 @@ def test_overlapping_pools_are_rejected_naming_the_other_pool() -> None:
     )
 
 
+def test_overlap_check_of_an_invalid_pool_names_it() -> None:
+    with pytest.raises(ValidationError) as exc:
+        check_pool_overlap(_pool("bad", "10.65.0.1/16"), [])
+    assert str(exc.value).startswith("IPPool(bad): spec.cidr: '10.65.0.1/16' has host bits set")
+
+
 def test_disjoint_pools_and_the_same_pool_are_fine() -> None:
     check_pool_overlap(
         _pool("a", "10.65.0.0/16"),
