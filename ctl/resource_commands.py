@@ -19,7 +19,8 @@ from model.codec import dump_documents, load_documents, parse_resource
 from model.errors import ValidationError
 from model.resources import Resource
 
-# Exceptions whose message is meant for the operator as it is.
+# Exceptions whose message is meant for the operator as it is (OSError covers a BGP
+# daemon that is not running: ctl.bgp_commands.BgpdUnavailable).
 REPORTABLE: tuple[type[Exception], ...] = (
     DatastoreError,
     ValidationError,
