@@ -1,6 +1,7 @@
-"""IPAMClient behaviour against an in-memory store with etcd's CAS semantics.
+"""IPAMClient behaviour: every scenario runs against a real etcd and the memory store.
 
-The same scenarios run against a real etcd in ``client_etcd_test.py``.
+etcd is the integration that matters; the memory store (same CAS semantics) keeps
+the logic quick to iterate on and tells a logic bug from a transport bug.
 """
 
 from __future__ import annotations
@@ -10,17 +11,23 @@ import json
 
 import pytest
 
+from datastore.etcd import EtcdStore
+from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from datastore.keys import IPAM_AFFINITIES, IPAM_BLOCKS, affinity_key, block_key, handle_key
 from datastore.memory import MemoryStore
 from ipam.block import AllocationBlock
 from ipam.client import AutoAssignRequest, IPAMClient
 from ipam.errors import AddressInUse, InvalidRequest, NoSuitablePool, NotInPool, PoolExhausted
-from ipam.testing import RacingStore, put_ipam_config, put_pool
+from ipam.testing import RacingStore, put_ipam_config, put_pool, wipe
 
 
-@pytest.fixture
-def kv():
-    store = MemoryStore()
+@pytest.fixture(params=["memory", "etcd"])
+def kv(request):
+    if request.param == "memory":
+        store = MemoryStore()
+    else:
+        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
+        wipe(store)
     try:
         yield store
     finally:
