@@ -59,6 +59,8 @@ def test_pool_for_ip_only_enabled():
         ("rack != 'r1'", {}, True),
         ("has(edge)", {"edge": ""}, True),
         ('has(edge) && zone == "z"', {"edge": "1", "zone": "y"}, False),
+        ("zone in {'a', 'b'} || !has(edge)", {"zone": "c"}, True),
+        ("zone ==", {"zone": ""}, False),  # does not parse: matches nothing
     ],
 )
 def test_node_selected(selector, labels, want):
