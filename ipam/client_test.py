@@ -384,3 +384,20 @@ def test_unreachable_etcd_raises_unavailable_then_recovers():
             assert c.ips_by_handle("net.2") == []
         finally:
             store.close()
+
+
+def test_release_node_affinities_keeps_block_that_gains_an_address_meanwhile(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 26)
+    c = IPAMClient(kv)
+    c.auto_assign(_req("net.1"))
+    c.release_by_handle("net.1")
+
+    def late_pod() -> None:  # a fixed address lands between the read and the delete
+        IPAMClient(kv).assign_ip("10.65.0.7", "net.late", "node-b")
+
+    racing = RacingStore(kv, block_key("10.65.0.0/26"), late_pod)
+    assert IPAMClient(racing).release_node_affinities("node-a") == []
+    assert racing.fired == 1
+    assert c.ips_by_handle("net.late") == ["10.65.0.7"]
+    state = json.loads(kv.get(affinity_key("node-a", "10.65.0.0/26")).value)["state"]
+    assert state == "confirmed"

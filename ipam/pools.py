@@ -18,6 +18,8 @@ from model.selector import Selector, SelectorSyntaxError
 from model.selector import parse as parse_selector
 
 DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
+# A block stores one entry per address; Calico's limits (/20 IPv4, /116 IPv6) cap it.
+MAX_BLOCK_BITS = 12
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ def pool_from_resource(raw: bytes | str) -> Pool:
     size = spec.get("blockSize") or DEFAULT_BLOCK_SIZE[cidr.version]
     if not isinstance(size, int) or not cidr.prefixlen <= size <= cidr.max_prefixlen:
         raise ValueError(f"IPPool {name}: field spec.blockSize: {size!r} does not fit {cidr}")
+    if cidr.max_prefixlen - size > MAX_BLOCK_BITS:
+        raise ValueError(
+            f"IPPool {name}: field spec.blockSize: /{size} blocks are too large "
+            f"(at most {2**MAX_BLOCK_BITS} addresses per block)"
+        )
     return Pool(
         name=name,
         cidr=cidr,
