@@ -15,6 +15,7 @@ from datastore.api import DatastoreError, NotFound, Unavailable
 from datastore.config import resolve_endpoints
 from datastore.etcd import EtcdStore
 from datastore.resources import ResourceStore
+from ipam.errors import IPAMError
 from model.codec import dump_documents, load_documents, parse_resource
 from model.errors import ValidationError
 from model.resources import Resource
@@ -25,6 +26,7 @@ REPORTABLE: tuple[type[Exception], ...] = (
     DatastoreError,
     ValidationError,
     UnknownKind,
+    IPAMError,
     OSError,
     yaml.YAMLError,
     ValueError,
