@@ -7,7 +7,14 @@ server gets its own ports and directory and only ever kills its own process.
     with EtcdServer() as etcd:
         store = EtcdStore([etcd.endpoint])
 
-or, in pytest, request the module-scoped ``etcd_server`` fixture.
+or, in pytest, load this module as a plugin and request the module-scoped fixture:
+
+    pytest_plugins = ["datastore.etcd_fixture"]
+
+    def test_x(etcd_server: EtcdServer) -> None: ...
+
+(PYTEST_DONT_REWRITE: the module has no test asserts, and tests import it before
+pytest loads it as a plugin.)
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ from datastore.api import (
     WatchEvent,
 )
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer, etcd_server  # noqa: F401 - pytest fixture
+from datastore.etcd_fixture import EtcdServer
 from datastore.memory import MemoryStore
+
+pytest_plugins = ["datastore.etcd_fixture"]  # the etcd_server fixture
 
 pytestmark = pytest.mark.timeout(60)
 
