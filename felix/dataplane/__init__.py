@@ -1,0 +1,1 @@
+"""Felix dataplane managers."""
