@@ -64,13 +64,15 @@ class NextHop:
     weight: int = 1  # rtnh_hops + 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
-    """A kernel route as this agent reasons about it.
+    """A kernel route as this agent reasons about it. Treat it as immutable.
 
     ``dst`` is a normalised CIDR ("10.0.0.0/26", "fd00::/64"). ``oif == 0`` means
     "let the kernel resolve it"; a dumped route always carries the resolved one.
     ``scope`` None means the natural scope (link for a device route, universe else).
+    Not ``frozen``: that makes construction ~3x slower, and routes are built by the
+    hundred thousand on the hot path.
     """
 
     dst: str
@@ -158,6 +160,23 @@ def _addr_attr(rta_type: int, family: int, addr: str) -> bytes:
     return RTATTR.pack(4 + len(raw), rta_type) + raw
 
 
+_V4_STRUCTS: dict[tuple[bool, bool, bool], struct.Struct] = {}
+
+
+def _v4_struct(gw: bool, oif: bool, prio: bool) -> struct.Struct:
+    """One precompiled struct per IPv4 route shape: a route is a single pack() call."""
+    key = (gw, oif, prio)
+    st = _V4_STRUCTS.get(key)
+    if st is None:
+        fmt = "=IHHIIBBBBBBBBIHH4s"
+        fmt += "HH4s" if gw else ""
+        fmt += "HHI" if oif else ""
+        fmt += "HHI"  # RTA_TABLE
+        fmt += "HHI" if prio else ""
+        st = _V4_STRUCTS[key] = struct.Struct(fmt)
+    return st
+
+
 def pack_route(msg_type: int, flags: int, seq: int, route: Route, delete: bool = False) -> bytes:
     """One RTM_NEWROUTE/RTM_DELROUTE message for ``route``.
 
@@ -166,6 +185,28 @@ def pack_route(msg_type: int, flags: int, seq: int, route: Route, delete: bool =
     """
     dst = route.dst
     addr, _, plen = dst.partition("/")
+    if delete:
+        rtype, scope, rflags = RTN_UNSPEC, RT_SCOPE_NOWHERE, 0
+    else:
+        rtype, scope, rflags = route.type, route.effective_scope, route.flags & RTNH_F_ONLINK
+    table = route.table
+    if ":" not in addr and not route.multipath:
+        gw, oif, prio = route.gateway, route.oif, route.priority
+        st = _v4_struct(bool(gw), bool(oif), bool(prio))
+        args = [
+            st.size, msg_type, flags, seq, 0,
+            socket.AF_INET, int(plen) if plen else 32, 0, 0, table if table < 256 else 0,
+            route.protocol, scope, rtype, rflags,
+            8, RTA_DST, socket.inet_pton(socket.AF_INET, addr),
+        ]  # fmt: skip
+        if gw:
+            args += (8, RTA_GATEWAY, socket.inet_pton(socket.AF_INET, gw))
+        if oif:
+            args += (8, RTA_OIF, oif)
+        args += (8, RTA_TABLE, table)
+        if prio:
+            args += (8, RTA_PRIORITY, prio)
+        return st.pack(*args)
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     raw_dst = socket.inet_pton(family, addr)
     dst_len = int(plen) if plen else len(raw_dst) * 8
@@ -174,7 +215,7 @@ def pack_route(msg_type: int, flags: int, seq: int, route: Route, delete: bool =
         parts.append(_addr_attr(RTA_GATEWAY, family, route.gateway))
     if route.oif:
         parts.append(RTA_U32.pack(8, RTA_OIF, route.oif))
-    parts.append(RTA_U32.pack(8, RTA_TABLE, route.table))
+    parts.append(RTA_U32.pack(8, RTA_TABLE, table))
     if route.priority:
         parts.append(RTA_U32.pack(8, RTA_PRIORITY, route.priority))
     if route.multipath:
@@ -184,28 +225,11 @@ def pack_route(msg_type: int, flags: int, seq: int, route: Route, delete: bool =
             legs.append(RTNEXTHOP.pack(8 + len(attrs), nh.flags, nh.weight - 1, nh.oif) + attrs)
         body = b"".join(legs)
         parts.append(RTATTR.pack(4 + len(body), RTA_MULTIPATH) + body)
-    if delete:
-        rtype, scope, rflags = RTN_UNSPEC, RT_SCOPE_NOWHERE, 0
-    else:
-        rtype, scope, rflags = route.type, route.effective_scope, route.flags & RTNH_F_ONLINK
     attrs_len = sum(len(p) for p in parts)
-    total = 28 + attrs_len
     parts[0] = HDR_AND_RTMSG.pack(
-        total,
-        msg_type,
-        flags,
-        seq,
-        0,
-        family,
-        dst_len,
-        0,
-        0,
-        route.table if route.table < 256 else 0,
-        route.protocol,
-        scope,
-        rtype,
-        rflags,
-    )
+        28 + attrs_len, msg_type, flags, seq, 0,
+        family, dst_len, 0, 0, table if table < 256 else 0, route.protocol, scope, rtype, rflags,
+    )  # fmt: skip
     return b"".join(parts)
 
 

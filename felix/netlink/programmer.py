@@ -1,11 +1,18 @@
 """Batched rtnetlink route programmer: many routes per send, every error attributed.
 
-Each route is one RTM_NEWROUTE/RTM_DELROUTE with NLM_F_ACK and its own sequence
-number. A batch is one ``send``; the kernel processes it synchronously and queues one
-NLMSG_ERROR ack per message, which we read back and match by sequence number, so a
-failing route is reported as that route while the rest of the batch still applies.
+Each route is one RTM_NEWROUTE/RTM_DELROUTE with its own sequence number; a batch
+is one ``send``. The kernel handles a send's messages synchronously and in order,
+and answers every failing message with an NLMSG_ERROR carrying its sequence number,
+so a failing route is reported as that route while the rest of the batch applies.
+
+Two ack modes, both attributing every error:
+* ``ack_every=True``: NLM_F_ACK on every message; one ack per route is read back.
+* ``ack_every=False`` (default): NLM_F_ACK only on the batch's last message, a
+  barrier. Errors arrive anyway, queued ahead of the barrier's ack; success acks are
+  not generated nor read, which makes programming ~30% faster (docs/performance.md).
 Batches are sized so their acks fit the (enlarged) receive buffer; if the kernel ever
-drops acks (ENOBUFS) the unacknowledged routes are reported as unknown, never as done.
+drops acks (ENOBUFS), routes without a definite answer are reported as unknown,
+never as done.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -56,11 +64,14 @@ ADD = "add"  # NLM_F_CREATE|NLM_F_EXCL: never overwrites a route someone else ow
 REPLACE = "replace"  # NLM_F_CREATE|NLM_F_REPLACE: for a route of ours that changed
 DELETE = "delete"
 
-_FLAGS = {
-    ADD: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-    REPLACE: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-    DELETE: NLM_F_REQUEST | NLM_F_ACK,
+_FLAGS_NOACK = {
+    ADD: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL,
+    REPLACE: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
+    DELETE: NLM_F_REQUEST,
 }
+_FLAGS = {op: f | NLM_F_ACK for op, f in _FLAGS_NOACK.items()}
+U16 = struct.Struct("=H")
+U32 = struct.Struct("=I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +117,14 @@ class RouteProgrammer:
     def __init__(
         self,
         netns: str | None = None,
-        batch_size: int = 2048,
+        batch_size: int = 512,
         rcvbuf: int = 32 << 20,
         sndbuf: int = 8 << 20,
         runner: NetnsRunner | None = None,
+        ack_every: bool = False,
     ) -> None:
         self.netns = netns
+        self.ack_every = ack_every
         self.batch_size = batch_size
         own_runner = runner is None and netns is not None
         runner = runner or (NetnsRunner(netns) if netns is not None else None)
@@ -122,6 +135,10 @@ class RouteProgrammer:
         finally:
             if own_runner and runner is not None:
                 runner.close()
+        # Acks of one batch must fit the receive buffer (the kernel reports its size
+        # doubled; an ack skb costs well under 2 KiB of it).
+        actual_rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.batch_size = max(1, min(batch_size, actual_rcvbuf // 2048))
         self._seq = 0
         self._buf = bytearray(1 << 20)
         self._view = memoryview(self._buf)
@@ -168,19 +185,22 @@ class RouteProgrammer:
         result = ApplyResult()
         batch: list[bytes] = []
         pending: dict[int, RouteOp] = {}
+        flags = _FLAGS if self.ack_every else _FLAGS_NOACK
+        size = self.batch_size
         for rop in ops:
             seq = self._next_seq()
+            op = rop.op
             batch.append(
                 pack_route(
-                    RTM_DELROUTE if rop.op == DELETE else RTM_NEWROUTE,
-                    _FLAGS[rop.op],
+                    RTM_DELROUTE if op == DELETE else RTM_NEWROUTE,
+                    flags[op],
                     seq,
                     rop.route,
-                    delete=rop.op == DELETE,
+                    op == DELETE,
                 )
             )
             pending[seq] = rop
-            if len(batch) >= self.batch_size:
+            if len(batch) >= size:
                 self._flush(batch, pending, result)
                 batch, pending = [], {}
         if batch:
@@ -188,37 +208,67 @@ class RouteProgrammer:
         return result
 
     def _flush(self, batch: list[bytes], pending: dict[int, RouteOp], result: ApplyResult) -> None:
+        barrier = 0
+        if not self.ack_every:
+            # Only the last message asks for an ack. The kernel handles one send's
+            # messages in order and always answers a failure (with its seq), so when
+            # the last ack arrives every error of the batch is already queued ahead.
+            last = bytearray(batch[-1])
+            flags = U16.unpack_from(last, 6)[0] | NLM_F_ACK
+            U16.pack_into(last, 6, flags)
+            batch[-1] = last
+            barrier = U32.unpack_from(last, 8)[0]
         self.sock.send(b"".join(batch))
         self.messages_sent += len(batch)
-        view, recv_into = self._view, self.sock.recv_into
         try:
-            while pending:
-                n = recv_into(self._buf)
-                for mtype, flags, seq, off, mlen in iter_messages(view, n):
-                    rop = pending.pop(seq, None)
-                    if rop is None or mtype != NLMSG_ERROR:
-                        continue
-                    err, text = parse_error(view, off, mlen, flags)
-                    if err:
-                        result.errors.append(RouteError(rop, err, text))
-                        log.warning(
-                            "route op failed op=%s route=%r errno=%s msg=%r",
-                            rop.op,
-                            rop.route.describe(),
-                            errno.errorcode.get(err, err),
-                            text,
-                        )
-                    else:
-                        result.applied += 1
+            while pending and not self._read_acks(pending, result, 0, barrier):
+                pass
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:
                 raise
-            # Acks were dropped: we cannot know what the kernel did with these.
+            # The kernel dropped some acks (receive buffer full). Those still queued
+            # are read; operations without a definite answer are unknown, never done.
+            try:
+                while pending and not self._read_acks(pending, result, socket.MSG_DONTWAIT, 0):
+                    pass
+            except BlockingIOError:
+                pass
             log.error("netlink acks lost (ENOBUFS) unacked=%d", len(pending))
             result.errors.extend(
                 RouteError(rop, errno.ENOBUFS, "ack lost; state unknown")
                 for rop in pending.values()
             )
+            return
+        if barrier:
+            result.applied += len(pending)  # no error before the barrier: applied
+            pending.clear()
+
+    def _read_acks(
+        self, pending: dict[int, RouteOp], result: ApplyResult, flags: int, barrier: int
+    ) -> bool:
+        """Read one datagram of acks; True once the barrier's ack has been seen."""
+        view = self._view
+        n = self.sock.recv_into(self._buf, 0, flags)
+        done = False
+        for mtype, mflags, seq, off, mlen in iter_messages(view, n):
+            if mtype != NLMSG_ERROR or seq not in pending:
+                continue
+            err, text = parse_error(view, off, mlen, mflags)
+            if seq == barrier:
+                done = True
+            rop = pending.pop(seq)
+            if err:
+                result.errors.append(RouteError(rop, err, text))
+                log.warning(
+                    "route op failed op=%s route=%r errno=%s msg=%r",
+                    rop.op,
+                    rop.route.describe(),
+                    errno.errorcode.get(err, err),
+                    text,
+                )
+            else:
+                result.applied += 1
+        return done
 
     # -- reads ----------------------------------------------------------------------
 

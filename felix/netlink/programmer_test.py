@@ -76,7 +76,9 @@ def test_routes_of_every_kind_are_programmed_and_removed(ns, prog):
     assert kernel_routes(ns) == ""
 
 
-def test_kernel_error_is_attributed_to_its_route_and_rest_of_batch_applies(ns, prog):
+@pytest.mark.parametrize("ack_every", [True, False], ids=["ack-every", "ack-errors-only"])
+def test_kernel_error_is_attributed_to_its_route_and_rest_of_batch_applies(ns, prog, ack_every):
+    prog.ack_every = ack_every
     good = [Route(dst=f"10.60.{i}.0/24", gateway="10.9.0.2", protocol=PROTO) for i in range(50)]
     bad = Route(dst="10.61.0.0/24", gateway="10.77.0.2", protocol=PROTO)  # not on any link
     batch = [*good[:25], bad, *good[25:]]
@@ -130,3 +132,23 @@ def test_socket_stays_in_its_namespace_and_caller_thread_does_not_move(ns):
 def test_entering_a_missing_namespace_fails_with_its_name():
     with pytest.raises(OSError, match="tfd-does-not-exist"):
         RouteProgrammer("tfd-does-not-exist")
+
+
+@pytest.mark.parametrize("ack_every", [True, False], ids=["ack-every", "ack-errors-only"])
+def test_lost_acks_are_reported_as_unknown_never_as_applied(ns, ack_every):
+    # With errors-only acks, only failures are answered: make every route fail so
+    # their answers overflow a tiny receive buffer.
+    gateway = "10.9.0.2" if ack_every else "10.99.0.2"
+    with RouteProgrammer(ns, rcvbuf=4096, ack_every=ack_every) as prog:
+        prog.batch_size = 5000  # far more answers than the receive buffer holds
+        routes = [Route(dst=f"10.{100 + i // 256}.{i % 256}.0/24", protocol=PROTO,
+                        gateway=gateway) for i in range(5000)]  # fmt: skip
+        res = prog.apply(ops(ADD, routes))
+    unknown = [e for e in res.errors if e.errno == errno.ENOBUFS]
+    assert unknown, "the kernel should have dropped acks"
+    assert all("state unknown" in str(e) for e in unknown)
+    assert res.applied + len(res.errors) == 5000
+    installed = len(ip("route", "show", "proto", str(PROTO), netns=ns).splitlines())
+    assert res.applied <= installed  # nothing counted as applied that is not there
+    if not ack_every:
+        assert res.applied == 0
