@@ -241,3 +241,21 @@ def test_vxlan_route_uses_vtep_tunnel_ip_onlink_and_follows_vtep(ns, prog):
     )
     mgr.apply()
     assert mgr.pending == {"10.65.2.0/26"}
+
+
+def test_ipv6_workload_and_block_routes_are_stable_across_restart(ns, prog):
+    msgs = [
+        route_update(1, "fd00:65::5/128", calc_pb2.LOCAL_WORKLOAD, workload_interface="cali0001"),
+        route_update(2, "fd00:65::/122", calc_pb2.LOCAL_BLOCK),
+        calc_pb2.ToDataplane(in_sync=calc_pb2.InSync()),
+    ]
+    mgr = RouteManager(cfg(ns), prog)
+    feed(mgr, msgs)
+    mgr.apply()
+    text = ip("-6", "route", "show", "proto", "80", netns=ns)
+    assert "fd00:65::5 dev cali0001" in text and "blackhole fd00:65::/122" in text
+    with RouteProgrammer(ns) as fresh:
+        again = RouteManager(cfg(ns), fresh)
+        feed(again, msgs)
+        again.apply()
+        assert fresh.messages_sent == 0  # kernel's IPv6 metric 1024 is what we asked for
