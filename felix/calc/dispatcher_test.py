@@ -112,3 +112,24 @@ def test_keys_outside_the_graphs_interest_are_ignored():
     p = CalcPipeline("node-a", parse=fake_parse)
     p.on_datastore_updates([Update(keys.handle_key("h1"), b"x"), Update(keys.RESOURCES + "x", b"")])
     assert p.dispatcher.bad_values == 0
+
+
+def test_real_codec_documents_flow_through_the_default_parser(caplog):
+    """The production path: JSON written by tabbyctl, parsed by model.codec."""
+    from model.codec import resource_to_dict
+
+    p = CalcPipeline("node-a")  # default parser: model.codec.parse_resource
+    docs = [TABLE["node-a"], TABLE["node-b"], TABLE["pool"], TABLE["pod"]]
+    ups = [
+        Update(
+            keys.resource_key(type(r).PLURAL, r.name, r.namespace),
+            json.dumps(resource_to_dict(r)).encode(),
+        )
+        for r in docs
+    ]
+    bad = Update(keys.resource_key(IPPool.PLURAL, "broken"), b'{"kind": "IPPool"}', 9)
+    state = folded(p, ups + [bad, block("10.65.0.64/26", "host:node-b")], "in-sync")
+    assert state[(messages.ROUTE, "10.65.0.64/26")].dst_node_ip == "10.0.1.6"
+    assert state[(messages.POOL, "10.65.0.0/16")].pool.block_size == 26
+    assert (messages.WEP, ("k8s", "default/pod", "eth0")) in state
+    assert "key=/tabby/resources/v1/ippools/broken revision=9" in caplog.text
