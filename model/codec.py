@@ -268,7 +268,8 @@ def _parse(doc: Mapping[str, Any]) -> Resource:
         raise ValidationError("metadata", "required field is missing (it needs at least a name)")
     metadata = _convert(ObjectMeta, doc["metadata"], "metadata")
     spec_cls = _hints(cls)["spec"]
-    spec = _convert(spec_cls, doc.get("spec") or {}, "spec")
+    raw_spec = doc.get("spec")
+    spec = _convert(spec_cls, {} if raw_spec is None else raw_spec, "spec")
     return cls(metadata=metadata, spec=spec)  # type: ignore[call-arg]
 
 

@@ -341,6 +341,8 @@ def test_mechanical_spelling_of_an_acronym_field_is_rejected_pointing_at_the_rig
             "expected a list",
         ),
         ("IPAMConfiguration", ["spec"], ["x"], "spec", "expected a mapping, got a list"),
+        ("IPAMConfiguration", ["spec"], [], "spec", "expected a mapping, got a list"),
+        ("IPAMConfiguration", ["spec"], "", "spec", "expected a mapping, got ''"),
     ],
 )
 def test_wrong_types_are_rejected_naming_the_path(
