@@ -128,7 +128,7 @@ def test_real_codec_documents_flow_through_the_default_parser(caplog):
         for r in docs
     ]
     bad = Update(keys.resource_key(IPPool.PLURAL, "broken"), b'{"kind": "IPPool"}', 9)
-    state = folded(p, ups + [bad, block("10.65.0.64/26", "host:node-b")], "in-sync")
+    state = folded(p, [*ups, bad, block("10.65.0.64/26", "host:node-b")], "in-sync")
     assert state[(messages.ROUTE, "10.65.0.64/26")].dst_node_ip == "10.0.1.6"
     assert state[(messages.POOL, "10.65.0.0/16")].pool.block_size == 26
     assert (messages.WEP, ("k8s", "default/pod", "eth0")) in state

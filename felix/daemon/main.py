@@ -1,0 +1,106 @@
+"""``tabby-felix``: the per-node agent. Syncer -> calc graph -> dataplane + gRPC.
+
+    tabby-felix --node-name node-a --etcd-endpoints http://10.0.0.1:2379
+
+Node name: ``--node-name``, else ``$NODENAME``, else the hostname. Endpoints:
+``datastore.config.resolve_endpoints`` (flag, environment, config file, default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+
+from datastore import keys
+from datastore.config import resolve_endpoints
+from felix.daemon.core import FelixCore, Manager
+from felix.daemon.grpc_api import serve
+from felix.daemon.health import serve_health
+
+log = logging.getLogger("felix")
+
+DEFAULT_SOCKET = "/var/run/tabby/felix.sock"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    env = os.environ
+    p = argparse.ArgumentParser(prog="tabby-felix", description=__doc__.split("\n")[0])
+    p.add_argument("--node-name", default=env.get("NODENAME") or socket.gethostname())
+    p.add_argument("--etcd-endpoints", default=None, help="comma-separated etcd client URLs")
+    p.add_argument("--socket", default=env.get("TABBY_FELIX_SOCKET", DEFAULT_SOCKET))
+    p.add_argument("--health-host", default=env.get("TABBY_FELIX_HEALTH_HOST", "127.0.0.1"))
+    p.add_argument(
+        "--health-port", type=int, default=int(env.get("TABBY_FELIX_HEALTH_PORT", "9099"))
+    )
+    p.add_argument(
+        "--no-dataplane",
+        action="store_true",
+        help="compute and serve the stream only; program nothing in the kernel",
+    )
+    p.add_argument("--log-level", default=env.get("TABBY_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def load_managers(node: str) -> list[Manager]:
+    """The dataplane side's managers: ``felix.dataplane.create_managers(node_name)``."""
+    try:
+        from felix import dataplane
+    except ImportError:
+        dataplane = None  # type: ignore[assignment]
+    factory = getattr(dataplane, "create_managers", None)
+    if factory is None:
+        log.warning("no dataplane managers available (felix.dataplane.create_managers); "
+                    "serving the calc-graph stream only")  # fmt: skip
+        return []
+    return list(factory(node))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    from datastore.syncer import Syncer
+
+    from datastore.etcd import EtcdStore
+
+    try:
+        endpoints = resolve_endpoints(args.etcd_endpoints)
+    except Exception as exc:
+        log.error("cannot resolve etcd endpoints: %s", exc)
+        return 2
+    managers = [] if args.no_dataplane else load_managers(args.node_name)
+    log.info("starting node=%s endpoints=%s socket=%s managers=%d",
+             args.node_name, ",".join(endpoints), args.socket, len(managers))  # fmt: skip
+
+    core = FelixCore(args.node_name, managers)
+    core.start()
+    grpc_server = serve(core, args.socket)
+    health = serve_health(core, args.health_host, args.health_port)
+    store = EtcdStore(endpoints)
+    syncer = Syncer(store, [keys.RESOURCES, keys.IPAM_BLOCKS], core)
+    syncer.start()
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("stopping node=%s", args.node_name)
+    syncer.stop()
+    grpc_server.stop(grace=1).wait()
+    health.shutdown()
+    core.stop()
+    store.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.socket)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
