@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import threading
+import urllib.parse
 from collections.abc import Sequence
 
 from datastore import keys
@@ -47,6 +48,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_endpoint(url: str) -> None:
+    """Fail at start-up on an endpoint no retry can fix (the syncer retries forever)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+        raise ValueError(f"etcd endpoint {url!r} is not an http(s)://host:port URL")
+    parts.port  # noqa: B018 (raises ValueError on a bad port)
+
+
 def load_managers(node: str) -> list[Manager]:
     """The dataplane side's managers: ``felix.dataplane.create_managers(node_name)``."""
     try:
@@ -66,12 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from datastore.syncer import Syncer
-
     from datastore.etcd import EtcdStore
+    from datastore.syncer import Syncer
 
     try:
         endpoints = resolve_endpoints(args.etcd_endpoints)
+        for ep in endpoints:
+            check_endpoint(ep)
     except Exception as exc:
         log.error("cannot resolve etcd endpoints: %s", exc)
         return 2
