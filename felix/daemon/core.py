@@ -37,12 +37,16 @@ class Manager(Protocol):
 
 _LEARNED_RESET = object()
 
+# Builds the managers from the effective configuration (the first ConfigUpdate), the
+# way Calico's Felix loads its config from the datastore before starting the dataplane.
+ManagerFactory = Callable[[dict[str, str]], Sequence[Manager]]
+
 
 class FelixCore:
     def __init__(
         self,
         hostname: str,
-        managers: Sequence[Manager] = (),
+        managers: Sequence[Manager] | ManagerFactory = (),
         *,
         parse: ParseFn | None = None,
         metrics: Metrics | None = None,
@@ -55,8 +59,14 @@ class FelixCore:
         self.pipeline = CalcPipeline(hostname, parse)
         self.metrics = metrics or felix_metrics()
         self.hub = hub or SubscriberHub()
-        self._managers = list(managers)
-        self._learners = [m for m in self._managers if hasattr(m, "on_learned")]
+        self._factory: ManagerFactory | None = None
+        self._managers: list[Manager] = []
+        self._built_config: dict[str, str] | None = None
+        self._prebuild: list[object] = []  # fed before the managers could be built
+        if callable(managers):
+            self._factory = managers
+        else:
+            self._managers = list(managers)
         self._min_backoff, self._max_backoff = min_backoff, max_backoff
         self._clock = clock
         self._calc_lock = threading.Lock()
@@ -130,9 +140,6 @@ class FelixCore:
 
     def learned(self, msg: felix_services_pb2.LearnedRouteMessage) -> None:
         self.metrics.inc("learned_route_messages_total")
-        if not self._learners:
-            log.debug("learned route dropped: no manager takes learned routes")
-            return
         self._enqueue(msg)
 
     def _enqueue(self, item: object) -> None:
@@ -199,6 +206,7 @@ class FelixCore:
                 continue
             start = self._clock()
             try:
+                self._ensure_built()
                 for mgr in self._managers:
                     mgr.apply()
             except Exception as exc:
@@ -216,7 +224,46 @@ class FelixCore:
                 self._apply_error = ""
                 self._cond.notify_all()
 
+    @property
+    def _learners(self) -> list[Manager]:
+        return [m for m in self._managers if hasattr(m, "on_learned")]
+
+    def _ensure_built(self) -> None:
+        """Build the managers once the configuration is known; replay what they missed.
+
+        Raises like ``apply()`` does (and is retried the same way) if the factory fails.
+        """
+        if self._factory is None or self._built_config is not None:
+            return
+        config = next(
+            (dict(m.config_update.config) for m in self._prebuild
+             if isinstance(m, calc_pb2.ToDataplane) and m.HasField("config_update")),
+            None,
+        )  # fmt: skip
+        if config is None:
+            return
+        self._managers = list(self._factory(config))
+        self._built_config = config
+        log.info("dataplane managers built managers=%s",
+                 ",".join(type(m).__name__ for m in self._managers))  # fmt: skip
+        replay, self._prebuild = self._prebuild, []
+        for item in replay:
+            self._feed(item)
+
     def _feed(self, item: object) -> None:
+        if self._factory is not None and self._built_config is None:
+            self._prebuild.append(item)
+            return
+        if (
+            self._built_config is not None
+            and isinstance(item, calc_pb2.ToDataplane)
+            and item.HasField("config_update")
+        ):
+            config = dict(item.config_update.config)
+            changed = sorted(k for k in config if config[k] != self._built_config.get(k))
+            if changed:
+                log.warning("felix configuration changed; restart tabby-felix to apply "
+                            "fields=%s", ",".join(changed))  # fmt: skip
         try:
             if item is _LEARNED_RESET:
                 for m in self._learners:

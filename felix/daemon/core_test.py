@@ -125,3 +125,38 @@ def test_learned_routes_reach_the_manager_on_the_dataplane_thread():
         assert mgr.threads == {"dataplane"}
     finally:
         core.stop()
+
+
+def test_managers_are_built_from_the_first_config_and_see_every_message():
+    built: list[dict[str, str]] = []
+    mgr = FlakyManager()
+
+    def factory(config: dict[str, str]) -> list[FlakyManager]:
+        built.append(config)
+        if len(built) == 1:
+            raise OSError("kernel not ready")  # retried like a failed apply
+        return [mgr]
+
+    core = FelixCore("node-a", factory, min_backoff=0.05, max_backoff=0.1)
+    core.start()
+    try:
+        load(core)
+        assert core.wait_endpoint_ready(WEP_KEY, 5) == (True, "")
+        assert built[-1]["vxlan_enabled"] == "false"
+        assert mgr.updates[0].HasField("config_update")
+        seqs = [m.sequence_number for m in mgr.updates]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        core.stop()
+
+
+def test_felix_configuration_maps_onto_dataplane_settings():
+    from felix.daemon.main import dataplane_settings
+
+    config = {"device_route_protocol": "81", "vxlan_vni": "4097", "vxlan_enabled": "true",
+              "ipip_enabled": "false", "route_refresh_interval": "30s",
+              "interface_prefix": "tap", "log_severity_screen": "Info"}  # fmt: skip
+    assert dataplane_settings("node-a", config) == {
+        "hostname": "node-a", "route_protocol": 81, "vxlan_vni": 4097, "vxlan_enabled": True,
+        "ipip_enabled": False, "resync_interval": 30.0, "interface_prefix": "tap",
+    }  # fmt: skip

@@ -16,11 +16,13 @@ import signal
 import socket
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from datastore import keys
 from datastore.config import resolve_endpoints
-from felix.daemon.core import FelixCore, Manager
+from felix.calc.bgp import parse_duration
+from felix.daemon.core import FelixCore, Manager, ManagerFactory
 from felix.daemon.grpc_api import serve
 from felix.daemon.health import serve_health
 
@@ -56,18 +58,39 @@ def check_endpoint(url: str) -> None:
     parts.port  # noqa: B018 (raises ValueError on a bad port)
 
 
-def load_managers(node: str) -> list[Manager]:
-    """The dataplane side's managers: ``felix.dataplane.create_managers(node_name)``."""
+def dataplane_settings(node: str, config: Mapping[str, str]) -> dict[str, Any]:
+    """``felix.dataplane.DataplaneConfig`` fields from the effective FelixConfiguration
+    (the ConfigUpdate map, keyed by FelixConfigurationSpec field names)."""
+    out: dict[str, Any] = {"hostname": node}
+    ints = {"device_route_protocol": "route_protocol", "vxlan_vni": "vxlan_vni",
+            "vxlan_port": "vxlan_port", "vxlan_mtu": "vxlan_mtu"}  # fmt: skip
+    for src, dst in ints.items():
+        if src in config:
+            out[dst] = int(config[src])
+    for name in ("vxlan_enabled", "ipip_enabled"):
+        if name in config:
+            out[name] = config[name] == "true"
+    if "interface_prefix" in config:
+        out["interface_prefix"] = config["interface_prefix"]
+    if config.get("route_refresh_interval"):
+        out["resync_interval"] = float(parse_duration(config["route_refresh_interval"])) or 90.0
+    return out
+
+
+def load_managers(node: str) -> ManagerFactory | list[Manager]:
+    """``felix.dataplane.build_managers``, built once the configuration is known."""
     try:
         from felix import dataplane
-    except ImportError:
-        dataplane = None  # type: ignore[assignment]
-    factory = getattr(dataplane, "create_managers", None)
-    if factory is None:
-        log.warning("no dataplane managers available (felix.dataplane.create_managers); "
-                    "serving the calc-graph stream only")  # fmt: skip
+    except ImportError as exc:
+        log.warning("no dataplane (%s); serving the calc-graph stream only", exc)
         return []
-    return list(factory(node))
+
+    def factory(config: dict[str, str]) -> list[Manager]:
+        settings = dataplane_settings(node, config)
+        log.info("dataplane config %s", " ".join(f"{k}={v}" for k, v in settings.items()))
+        return list(dataplane.build_managers(dataplane.DataplaneConfig(**settings)))
+
+    return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot resolve etcd endpoints: %s", exc)
         return 2
     managers = [] if args.no_dataplane else load_managers(args.node_name)
-    log.info("starting node=%s endpoints=%s socket=%s managers=%d",
-             args.node_name, ",".join(endpoints), args.socket, len(managers))  # fmt: skip
+    log.info("starting node=%s endpoints=%s socket=%s dataplane=%s",
+             args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane)  # fmt: skip
 
     core = FelixCore(args.node_name, managers)
     core.start()
