@@ -205,6 +205,15 @@ def test_snapshot_insync_live_updates_and_removals(felix):
     assert messages.fold(late_snap) == messages.fold(stream.seen)
     assert not [m for m in late_snap if m.WhichOneof("payload").endswith("_remove")]
 
+    # Routes the BGP daemon pushes are accepted (and counted) over the socket.
+    push = felix_services_pb2_grpc.LearnedRoutesStub(f.channel).Push
+    learned = [
+        felix_services_pb2.LearnedRouteMessage(update=felix_services_pb2.LearnedRoute(
+            dst="10.70.0.0/24", next_hops=["10.0.1.1"], peer="10.0.1.1")),
+        felix_services_pb2.LearnedRouteMessage(end_of_rib=True),
+    ]  # fmt: skip
+    push(iter(learned), timeout=WAIT)
+
     # Health and metrics.
     assert f.http("/readiness") == (200, "ready\n")
     assert f.http("/liveness")[0] == 200
@@ -215,6 +224,7 @@ def test_snapshot_insync_live_updates_and_removals(felix):
     assert float(metrics["tabby_felix_datastore_bad_values_total"]) == 1
     assert float(metrics["tabby_felix_calc_update_seconds_count"]) > 0
     assert float(metrics["tabby_felix_in_sync"]) == 1
+    assert float(metrics["tabby_felix_learned_route_messages_total"]) == 2
     stream.call.cancel()
     late.call.cancel()
 
