@@ -288,6 +288,15 @@ def find_routes(table: Iterable[dict[str, Any]], dst: str) -> list[dict[str, Any
     return [r for r in table if r.get("dst") == dst]
 
 
+def route_get(ns: Netns, dst: str) -> dict[str, Any]:
+    """The kernel's forwarding decision for ``dst`` in ``ns`` (``ip -j route get``)."""
+    proc = ns.exec(["ip", "-j", "route", "get", dst])
+    entries = json.loads(proc.stdout or "[]")
+    if not entries:
+        raise TopologyError(f"{ns.name}: no route decision for {dst}")
+    return entries[0]
+
+
 class Capture:
     """tcpdump in a namespace, started before traffic and bounded by count and time.
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.connectivity import capture, find_routes, packet_lines, reachability_matrix, routes
+from e2e.connectivity import (
+    capture,
+    find_routes,
+    packet_lines,
+    reachability_matrix,
+    route_get,
+    routes,
+)
 from e2e.pods import bridge_conflist, create_pod
 from e2e.topology import Cluster, TopologyError
 
@@ -62,6 +69,8 @@ def test_routes_parse_the_table_of_a_node():
         assert default[0]["dev"] == "eth0"
         connected = find_routes(table, str(cluster.subnets[1]))
         assert connected and connected[0]["protocol"] == "kernel"
+        far = route_get(node, cluster.nodes[0].ip)
+        assert far["gateway"] == str(node.gateway) and far["dev"] == "eth0"
 
 
 def _vxlan(node, index: int, peers) -> None:
