@@ -138,22 +138,25 @@ class Matrix:
             raise AssertionError(self.table() + "\n" + "\n".join(failed))
 
 
-def _retry(check: Any, deadline: float) -> Probe:
+def _retry(check: Any, until: float) -> Probe:
+    """Try at least once, and again every 0.2 s until success or ``until`` (monotonic)."""
     started = time.monotonic()
     attempts = 0
     detail = ""
     while True:
         attempts += 1
         ok, detail = check()
-        elapsed = time.monotonic() - started
+        now = time.monotonic()
         if ok:
-            return Probe(True, attempts, elapsed, detail)
-        if elapsed >= deadline:
-            return Probe(False, attempts, elapsed, detail)
-        time.sleep(min(0.2, max(0.0, deadline - elapsed)))
+            return Probe(True, attempts, now - started, detail)
+        if now >= until:
+            return Probe(False, attempts, now - started, detail)
+        time.sleep(min(0.2, until - now))
 
 
-def ping_probe(src: Endpoint, dst_ip: str, deadline: float = DEFAULT_DEADLINE) -> Probe:
+def ping_probe(
+    src: Endpoint, dst_ip: str, deadline: float = DEFAULT_DEADLINE, *, until: float | None = None
+) -> Probe:
     """One-packet pings from ``src`` to ``dst_ip`` until one answers or time runs out."""
 
     def once() -> tuple[bool, str]:
@@ -161,11 +164,17 @@ def ping_probe(src: Endpoint, dst_ip: str, deadline: float = DEFAULT_DEADLINE) -
         lines = (proc.stdout + proc.stderr).strip().splitlines()
         return proc.returncode == 0, (lines[-1] if lines else f"rc={proc.returncode}")
 
-    return _retry(once, deadline)
+    return _retry(once, until if until is not None else time.monotonic() + deadline)
 
 
 def tcp_probe(
-    src: Endpoint, dst_ip: str, port: int, expect: str, deadline: float = DEFAULT_DEADLINE
+    src: Endpoint,
+    dst_ip: str,
+    port: int,
+    expect: str,
+    deadline: float = DEFAULT_DEADLINE,
+    *,
+    until: float | None = None,
 ) -> Probe:
     """Connect from ``src`` and read the listener's name: ok only if it is ``expect``."""
 
@@ -182,7 +191,7 @@ def tcp_probe(
             return False, f"answered by {proc.stdout!r}, expected {expect!r}"
         return True, proc.stdout
 
-    return _retry(once, deadline)
+    return _retry(once, until if until is not None else time.monotonic() + deadline)
 
 
 def reachability_matrix(
@@ -194,7 +203,11 @@ def reachability_matrix(
     port: int | None = None,
     parallel: int = 8,
 ) -> Matrix:
-    """Probe every ordered pair of distinct pods; at most ``deadline`` s per probe."""
+    """Probe every ordered pair of distinct pods, retrying failures within ``deadline``.
+
+    The deadline is shared by the whole matrix (a broken cluster fails in about
+    ``deadline`` seconds, not ``deadline`` per pair); every probe runs at least once.
+    """
     names = [p.name for p in pods]
     if len(set(names)) != len(names):
         raise ValueError(f"pod names must be unique in a matrix: {names}")
@@ -205,17 +218,20 @@ def reachability_matrix(
     try:
         if tcp:
             port = port or random.randint(20000, 60000)
-            listeners = [_start_listener(p, port, len(pods), deadline) for p in pods]
+            life = deadline + 10 + 2 * len(pairs) / parallel
+            listeners = [_start_listener(p, port, len(pods), deadline, life) for p in pods]
+        until = time.monotonic() + deadline
         with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
             futures: dict[str, dict[tuple[str, str], concurrent.futures.Future[Probe]]] = {}
             if icmp:
                 futures["icmp"] = {
-                    (a.name, b.name): pool.submit(ping_probe, a, b.ip, deadline) for a, b in pairs
+                    (a.name, b.name): pool.submit(ping_probe, a, b.ip, until=until)
+                    for a, b in pairs
                 }
             if tcp:
                 assert port is not None
                 futures["tcp"] = {
-                    (a.name, b.name): pool.submit(tcp_probe, a, b.ip, port, b.name, deadline)
+                    (a.name, b.name): pool.submit(tcp_probe, a, b.ip, port, b.name, until=until)
                     for a, b in pairs
                 }
             results = {
@@ -236,14 +252,14 @@ def reachability_matrix(
 
 
 def _start_listener(
-    pod: Endpoint, port: int, n_pods: int, deadline: float
+    pod: Endpoint, port: int, n_pods: int, deadline: float, life: float
 ) -> subprocess.Popen[str]:
     """A bounded TCP listener in ``pod``: enough accepts for every peer's retries."""
     max_attempts = int(deadline / 0.2) + 2
     argv = [
         "ip", "netns", "exec", pod.netns,
         PYTHON, "-S", "-c", LISTENER,
-        str(port), str((n_pods - 1) * max_attempts), str(deadline + 15), pod.name,
+        str(port), str((n_pods - 1) * max_attempts), f"{life:.1f}", pod.name,
     ]  # fmt: skip
     proc = subprocess.Popen(
         argv,

@@ -264,7 +264,8 @@ class Cluster:
     """Nodes on one L2 segment or on two subnets behind a router, plus etcd.
 
     Build with :meth:`l2` or :meth:`l3` and use as a context manager. Attributes:
-    ``nodes``, ``router`` (L3 only), ``etcd`` (the etcd namespace), ``etcd_endpoint``,
+    ``nodes``, ``router`` (the segments' default gateway), ``etcd`` (the etcd
+    namespace), ``etcd_endpoint``,
     ``subnets``, ``tmp`` (removed at teardown), ``prefix`` (every namespace name
     starts with it).
     """
@@ -303,9 +304,15 @@ class Cluster:
     # -- constructors -------------------------------------------------------------------
 
     @classmethod
-    def l2(cls, n_nodes: int = 3, **kw: object) -> Cluster:
-        """``n_nodes`` nodes (and etcd) on one bridge: direct routing is possible."""
-        return cls([n_nodes], with_router=False, **kw)  # type: ignore[arg-type]
+    def l2(cls, n_nodes: int = 3, *, gateway: bool = True, **kw: object) -> Cluster:
+        """``n_nodes`` nodes (and etcd) on one bridge: direct routing is possible.
+
+        Like a real segment it has a gateway (the ``router`` namespace, .1) that every
+        node uses as its default route. That matters beyond realism: pods reach their
+        169.254.1.1 gateway by proxy ARP, which the kernel only answers for targets it
+        has a route to (via another interface), i.e. only on nodes with a default route.
+        """
+        return cls([n_nodes], with_router=gateway, **kw)  # type: ignore[arg-type]
 
     @classmethod
     def l3(cls, nodes_per_subnet: Sequence[int] = (2, 1), **kw: object) -> Cluster:

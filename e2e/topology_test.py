@@ -38,7 +38,9 @@ def test_l2_nodes_share_one_subnet_and_reach_each_other_and_etcd():
         assert all(ipaddress.IPv4Address(n.ip) in subnet for n in nodes)
         assert len({n.ip for n in nodes}) == 3
         assert all(len(ns) <= 15 for ns in cluster.namespaces)
-        assert cluster.router is None
+        # The segment's gateway is every node's default route (proxy ARP needs one).
+        assert cluster.router is not None and cluster.router.ip == str(subnet[1])
+        assert f"default via {subnet[1]}" in nodes[0].iproute("route").stdout
         for a in nodes:
             for b in nodes:
                 if a is not b:
@@ -74,7 +76,7 @@ def test_teardown_removes_namespaces_processes_and_tmp():
         pids = [d.pid for d in cluster.daemons]
         sleeper = cluster.nodes[0].spawn(["sleep", "600"])
         pids.append(sleeper.pid)
-        assert len(list(iter_cluster_netns(cluster))) == 4  # switch, 2 nodes, etcd
+        assert len(list(iter_cluster_netns(cluster))) == 5  # switch, router, 2 nodes, etcd
         assert cluster.tmp.exists()
     assert_nothing_left(cluster, pids)
 
@@ -141,3 +143,9 @@ def test_sweep_leaves_live_clusters_alone():
     with Cluster.l2(1, with_etcd=False) as cluster:
         sweep_stale()
         assert sorted(iter_cluster_netns(cluster)) == sorted(cluster.namespaces)
+
+
+def test_l2_without_gateway_has_no_router_and_no_default_route():
+    with Cluster.l2(1, gateway=False, with_etcd=False) as cluster:
+        assert cluster.router is None
+        assert "default" not in cluster.nodes[0].iproute("route").stdout
