@@ -134,3 +134,123 @@ def in_ns(name: str, fn):  # type: ignore[no-untyped-def]
 
 def env_without_cni() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+
+
+# --- driving the installed plugin as a runtime does -----------------------------------
+
+LIB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Node:
+    """A node namespace with a relay to the test's etcd, the installed plugin and,
+    optionally, its CNI service. Each call execs the executable with env + stdin."""
+
+    def __init__(self, etcd_port: int, bin_dir: str, work_dir: str, name: str = "") -> None:
+        import contextlib as _c
+
+        self.bin_dir = bin_dir
+        self.work_dir = work_dir
+        self.etcd_endpoint = f"http://127.0.0.1:{etcd_port}"
+        self.socket = os.path.join(work_dir, f"cni-{secrets.token_hex(3)}.sock")
+        self._stack = _c.ExitStack()
+        try:
+            self.ns = self._stack.enter_context(node_namespace())
+            self.name = name or self.ns
+            relay = Relay(self.ns, ("127.0.0.1", etcd_port))
+            self._stack.callback(relay.close)
+        except BaseException:
+            self._stack.close()
+            raise
+        self.service: subprocess.Popen[bytes] | None = None
+        self.service_log = os.path.join(work_dir, f"service-{self.ns}.log")
+
+    def start_service(self) -> None:
+        import sys
+        import time
+
+        env = {**env_without_cni(), "PYTHONPATH": LIB_DIR}
+        log = open(self.service_log, "ab")  # noqa: SIM115 (the process owns it)
+        self.service = subprocess.Popen(
+            [
+                *("ip", "netns", "exec", self.ns, sys.executable, "-m", "cni.service"),
+                *("--socket", self.socket, "--log-level", "debug", "--workers", "10"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        self._stack.callback(self.stop_service)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket):
+            if self.service.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start; see {self.service_log}")
+            time.sleep(0.05)
+
+    def stop_service(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            self.service.terminate()
+            try:
+                self.service.wait(10)
+            except subprocess.TimeoutExpired:
+                self.service.kill()
+                self.service.wait()
+        self.service = None
+
+    def conf(self, **overrides: object) -> dict:
+        base: dict = {
+            "cniVersion": "1.1.0",
+            "name": "tabby-test",
+            "type": "tabby",
+            "nodename": self.name,
+            "etcd_endpoints": self.etcd_endpoint,
+            "etcd_timeout_seconds": 3,
+            "mtu": 1400,
+            "cni_service_socket": self.socket,
+            "ipam": {"type": "tabby-ipam"},
+            "log_level": "debug",
+        }
+        base.update(overrides)
+        return base
+
+    def run(
+        self,
+        command: str,
+        conf: dict | str | None,
+        *,
+        container_id: str = "",
+        netns_path: str = "",
+        ifname: str = "eth0",
+        cni_args: str = "",
+        exe: str = "tabby",
+        env: dict[str, str] | None = None,
+        cni_path: str = "",
+    ) -> tuple[int, dict | None, str]:
+        """(exit code, parsed stdout or None, stderr)."""
+        import json
+
+        full_env = {
+            **env_without_cni(),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns_path,
+            "CNI_IFNAME": ifname,
+            "CNI_ARGS": cni_args,
+            "CNI_PATH": cni_path or self.bin_dir,
+        }
+        if env is not None:
+            full_env.update(env)
+        full_env = {k: v for k, v in full_env.items() if v is not None}
+        stdin = conf if isinstance(conf, str) else json.dumps(conf or {})
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.ns, os.path.join(self.bin_dir, exe)],
+            input=stdin.encode(),
+            env=full_env,
+            capture_output=True,
+            timeout=120,
+        )
+        out = done.stdout.decode().strip()
+        return done.returncode, (json.loads(out) if out else None), done.stderr.decode()
+
+    def close(self) -> None:
+        self._stack.close()

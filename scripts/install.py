@@ -22,6 +22,10 @@ PACKAGES = ["proto", "model", "datastore", "ipam", "ctl", "cni", "felix", "bgp",
 # executable name -> (module with a main() returning an exit code, lean start-up)
 ENTRYPOINTS: dict[str, tuple[str, bool]] = {
     "tabbyctl": ("ctl.main", False),
+    "tabby": ("cni.shim", True),
+    "tabby-ipam": ("cni.shim", True),
+    "tabby-cni-service": ("cni.service", False),
+    "tabby-install-cni": ("cni.install", False),
 }
 
 
