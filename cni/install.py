@@ -26,7 +26,8 @@ DEFAULT_CONFLIST_VERSION = "1.0.0"
 
 def default_lib_dir() -> pathlib.Path:
     """The directory holding the ``cni`` package this module was loaded from."""
-    return pathlib.Path(__file__).resolve().parent.parent
+    # abspath, not resolve(): under Bazel the package is a tree of symlinks.
+    return pathlib.Path(os.path.abspath(__file__)).parent.parent
 
 
 def launcher(lib_dir: pathlib.Path, python: str) -> str:
