@@ -260,24 +260,60 @@ def _delegate_ipam(inv: Invocation, conf: NetConf) -> cniresult.Result:
 # --- the plugin's commands -----------------------------------------------------------
 
 
+class _Background:
+    """Run one step on its own thread (it inherits this thread's namespace)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="cni-step")
+        self._thread.start()
+
+    def wait(self) -> BaseException | None:
+        """Join; the step's exception, or None when it succeeded."""
+        self._thread.join()
+        return self._error
+
+
 def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any]:
     started = time.monotonic()
     att = Attachment.of(inv, conf)
     kv = backends.kv(conf)
     ipam = backends.ipam(conf)
+    mtu = plumbing.resolve_mtu(conf.mtu, conf.mtu_file)
+    # The veth pair does not depend on the addresses: build it while IPAM talks to etcd.
+    veth = _Background(lambda: plumbing.create_veth(inv.netns, att.host_ifname, inv.ifname, mtu))
     delegated = conf.ipam.type != config.IPAM_TYPE
     try:
-        pod_info = workload.lookup_pod(kv, att.wep_name, att.namespace) if att.pod else None
-    except (DatastoreError, ValidationError, ValueError) as exc:
-        raise _datastore_error(exc, "reading the pod's endpoint template") from None
-    if delegated:
-        prev = _delegate_ipam(inv, conf)
-        v4 = [a for a in cniresult.addresses_of(prev, None) if a.version == 4]
-        v6 = [a for a in cniresult.addresses_of(prev, None) if a.version == 6]
-        v4 = [ipaddress.IPv4Interface(f"{a.ip}/32") for a in v4]
-        v6 = [ipaddress.IPv6Interface(f"{a.ip}/128") for a in v6]
-    else:
-        v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info)
+        try:
+            pod_info = workload.lookup_pod(kv, att.wep_name, att.namespace) if att.pod else None
+        except (DatastoreError, ValidationError, ValueError) as exc:
+            raise _datastore_error(exc, "reading the pod's endpoint template") from None
+        if delegated:
+            prev = _delegate_ipam(inv, conf)
+            v4 = [
+                ipaddress.IPv4Interface(f"{a.ip}/32")
+                for a in cniresult.addresses_of(prev, None)
+                if a.version == 4
+            ]
+            v6 = [
+                ipaddress.IPv6Interface(f"{a.ip}/128")
+                for a in cniresult.addresses_of(prev, None)
+                if a.version == 6
+            ]
+        else:
+            v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info)
+    except BaseException:
+        if veth.wait() is None:
+            with contextlib.suppress(Exception):
+                plumbing.teardown("", att.host_ifname, inv.ifname)
+        raise
 
     def release() -> None:
         if delegated:
@@ -286,12 +322,17 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         else:
             _release_quietly(ipam, att.handle)
 
-    mtu = plumbing.resolve_mtu(conf.mtu, conf.mtu_file)
     try:
-        link = plumbing.setup(inv.netns, att.host_ifname, inv.ifname, mtu, v4, v6)
+        veth_error = veth.wait()
+        if veth_error is not None:
+            raise veth_error
+        link = plumbing.configure(inv.netns, att.host_ifname, inv.ifname, mtu, v4, v6)
     except plumbing.PlumbingError as exc:
         release()
         raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
+    except BaseException:
+        release()
+        raise
     try:
         wep = workload.build(
             name=att.wep_name,
@@ -358,35 +399,44 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
     started = time.monotonic()
     att = Attachment.of(inv, conf)
     kv = backends.kv(conf)
-    # The pod end lives in this container's namespace: always safe to remove.
+    # The pod end lives in this container's namespace: always safe to remove. Deleting
+    # a veth is the slowest step (the kernel waits out RCU), so it runs beside the
+    # datastore work.
+    pod_side = None
     if inv.netns and netns.exists(inv.netns):
-        try:
-            plumbing.teardown(inv.netns, "", inv.ifname)
-        except plumbing.PlumbingError as exc:
-            raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
+        pod_side = _Background(lambda: plumbing.teardown(inv.netns, "", inv.ifname))
     try:
-        current = workload.get(kv, att.wep_name, att.namespace)
-    except (DatastoreError, ValidationError, ValueError) as exc:
-        raise _datastore_error(exc, "reading the workload endpoint") from None
-    owner = current[0].spec.container_id if current else ""
-    if not owner or owner == inv.container_id:
+        try:
+            current = workload.get(kv, att.wep_name, att.namespace)
+        except (DatastoreError, ValidationError, ValueError) as exc:
+            raise _datastore_error(exc, "reading the workload endpoint") from None
+        owner = current[0].spec.container_id if current else ""
+        ours = not owner or owner == inv.container_id
+        if ours and current is not None:
+            try:
+                workload.delete(kv, att.wep_name, att.namespace, inv.container_id)
+            except DatastoreError as exc:
+                raise _datastore_error(exc, "deleting the workload endpoint") from None
+        if conf.ipam.type == config.IPAM_TYPE:
+            try:
+                released = backends.ipam(conf).release_by_handle(att.handle)
+            except (ipam_errors.IPAMError, DatastoreError) as exc:
+                raise _ipam_error(exc) from None
+        else:
+            _delegate_ipam(inv, conf)
+            released = []
+    finally:
+        pod_error = pod_side.wait() if pod_side else None
+    if isinstance(pod_error, plumbing.PlumbingError):
+        raise CNIError(errors.DATAPLANE_FAILURE, str(pod_error))
+    if pod_error is not None:
+        raise pod_error
+    if ours:
         # The host veth is named after the pod: only remove it if it is still ours.
         try:
             plumbing.teardown("", att.host_ifname, inv.ifname)
         except plumbing.PlumbingError as exc:
             raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
-        try:
-            workload.delete(kv, att.wep_name, att.namespace, inv.container_id)
-        except DatastoreError as exc:
-            raise _datastore_error(exc, "deleting the workload endpoint") from None
-    if conf.ipam.type == config.IPAM_TYPE:
-        try:
-            released = backends.ipam(conf).release_by_handle(att.handle)
-        except (ipam_errors.IPAMError, DatastoreError) as exc:
-            raise _ipam_error(exc) from None
-    else:
-        _delegate_ipam(inv, conf)
-        released = []
     log.info(
         "DEL done container=%s workload=%s released=%s ms=%.1f",
         inv.container_id,

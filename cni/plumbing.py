@@ -143,15 +143,12 @@ def _pod_default_v6(pod_ifname: str, gateway: str) -> None:
         ip.route("add", dst="::/0", gateway=gateway, oif=index, family=10)
 
 
-def setup(
-    netns_path: str,
-    host_ifname: str,
-    pod_ifname: str,
-    mtu: int,
-    ipv4: list[IPv4Iface],
-    ipv6: list[IPv6Iface],
-) -> PodLink:
-    """Create and configure the veth pair. On failure the veth is removed again."""
+def create_veth(netns_path: str, host_ifname: str, pod_ifname: str, mtu: int) -> None:
+    """Step 1 of ADD, before the addresses are known: the veth pair, host end configured.
+
+    Split from ``configure`` so ADD can run it while IPAM talks to the datastore.
+    On failure nothing is left behind.
+    """
     try:
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -183,7 +180,29 @@ def setup(
         if index is None:
             raise PlumbingError(f"host veth {host_ifname} missing after creation")
         try:
-            _host_sysctls(host_ifname, bool(ipv4), bool(ipv6))
+            _host_sysctls(host_ifname, v4=True, v6=False)
+        except PlumbingError:
+            with contextlib.suppress(NetlinkError):
+                ip.link("del", index=index)
+            raise
+
+
+def configure(
+    netns_path: str,
+    host_ifname: str,
+    pod_ifname: str,
+    mtu: int,
+    ipv4: list[IPv4Iface],
+    ipv6: list[IPv6Iface],
+) -> PodLink:
+    """Step 2 of ADD: addresses and routes on both ends. On failure the veth is removed."""
+    with IPRoute() as ip:
+        index = _lookup(ip, host_ifname)
+        if index is None:
+            raise PlumbingError(f"host veth {host_ifname} vanished before configuration")
+        try:
+            if ipv6:
+                _host_sysctls(host_ifname, v4=False, v6=True)
             pod_mac = netns.run_in(netns_path, lambda: _pod_side(pod_ifname, mtu, ipv4, ipv6))
             ip.link("set", index=index, state="up")
             gateway6 = ""
@@ -202,6 +221,19 @@ def setup(
                 raise
             raise PlumbingError(f"configuring veth {host_ifname}/{pod_ifname}: {exc}") from exc
     return PodLink(host_ifname, host_mac, pod_ifname, pod_mac, gateway6)
+
+
+def setup(
+    netns_path: str,
+    host_ifname: str,
+    pod_ifname: str,
+    mtu: int,
+    ipv4: list[IPv4Iface],
+    ipv6: list[IPv6Iface],
+) -> PodLink:
+    """Create and configure the veth pair. On failure the veth is removed again."""
+    create_veth(netns_path, host_ifname, pod_ifname, mtu)
+    return configure(netns_path, host_ifname, pod_ifname, mtu, ipv4, ipv6)
 
 
 def _del_in_pod(pod_ifname: str) -> bool:

@@ -116,3 +116,24 @@ def test_shim_imports_only_the_standard_library():
 def test_malformed_replies_rejected(bad):
     with pytest.raises(protocol.ProtocolError):
         protocol.decode_reply(bad)
+
+
+@pytest.mark.parametrize("text", ["{not json", "", "[1,", '{"a": 1} trailing'])
+def test_lean_json_reader_rejects_what_json_rejects(text):
+    import json as stdjson
+
+    with pytest.raises(ValueError):
+        stdjson.loads(text)
+    with pytest.raises(ValueError):
+        shim.loads(text)
+
+
+def test_lean_json_reader_and_request_encoder_agree_with_json():
+    import json as stdjson
+
+    text = ' \n{"a": [1, 2.5, "x\\u00e9\\n", null, true, {"b": -3e2}]}\n'
+    assert shim.loads(text) == stdjson.loads(text)
+    env = {**ENV, "CNI_ARGS": 'K="quoted";\\x'}
+    req = protocol.decode_request(shim.encode_request("plugin", env, 'é{"x":1}\n'))
+    assert req.env == {k: v for k, v in env.items() if k.startswith("CNI_")}
+    assert req.stdin == 'é{"x":1}\n'

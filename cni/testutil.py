@@ -98,6 +98,8 @@ class Relay:
                 continue
             conn.settimeout(None)
             upstream.settimeout(None)
+            for s in (conn, upstream):  # no Nagle: etcd requests are small and chatty
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -173,7 +175,7 @@ class Node:
         self.service = subprocess.Popen(
             [
                 *("ip", "netns", "exec", self.ns, sys.executable, "-m", "cni.service"),
-                *("--socket", self.socket, "--log-level", "debug", "--workers", "10"),
+                *("--socket", self.socket, "--log-level", "info", "--workers", "10"),
             ],
             env=env,
             stdout=log,

@@ -117,6 +117,11 @@ def write(kv: KVStore, wep: WorkloadEndpoint, attempts: int = 5) -> None:
     """Create the endpoint, or replace the one there (a template, or a stale one)."""
     key = keys.resource_key(PLURAL, wep.metadata.name, wep.metadata.namespace)
     data = _encode(wep)
+    try:
+        kv.create(key, data)  # the common case: one round trip
+        return
+    except AlreadyExists:
+        pass
     for _ in range(attempts):
         current = kv.get(key)
         try:
