@@ -288,7 +288,10 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
     ipam = backends.ipam(conf)
     mtu = plumbing.resolve_mtu(conf.mtu, conf.mtu_file)
     # The veth pair does not depend on the addresses: build it while IPAM talks to etcd.
-    veth = _Background(lambda: plumbing.create_veth(inv.netns, att.host_ifname, inv.ifname, mtu))
+    pod_mac = plumbing.random_mac()  # known up front, so the endpoint can be written early
+    veth = _Background(
+        lambda: plumbing.create_veth(inv.netns, att.host_ifname, inv.ifname, mtu, pod_mac)
+    )
     delegated = conf.ipam.type != config.IPAM_TYPE
     try:
         try:
@@ -322,34 +325,41 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         else:
             _release_quietly(ipam, att.handle)
 
-    try:
-        veth_error = veth.wait()
-        if veth_error is not None:
-            raise veth_error
-        link = plumbing.configure(inv.netns, att.host_ifname, inv.ifname, mtu, v4, v6)
-    except plumbing.PlumbingError as exc:
+    veth_error = veth.wait()
+    if veth_error is not None:
         release()
-        raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
-    except BaseException:
-        release()
-        raise
-    try:
-        wep = workload.build(
-            name=att.wep_name,
-            namespace=att.namespace,
-            node=conf.nodename,
-            orchestrator=att.orchestrator,
-            workload=att.workload if att.pod else inv.container_id,
-            pod=att.pod,
-            container_id=inv.container_id,
-            endpoint=inv.ifname,
-            interface_name=att.host_ifname,
-            mac=link.pod_mac,
-            ip_networks=[str(a) for a in [*v4, *v6]],
-            network=conf.name,
-            pod_info=pod_info,
+        if isinstance(veth_error, plumbing.PlumbingError):
+            raise CNIError(errors.DATAPLANE_FAILURE, str(veth_error))
+        raise veth_error
+    # Addresses and routes go in while the endpoint is written: neither needs the other.
+    links: list[plumbing.PodLink] = []
+    configured = _Background(
+        lambda: links.append(
+            plumbing.configure(inv.netns, att.host_ifname, inv.ifname, mtu, v4, v6)
         )
-        workload.write(kv, wep)
+    )
+    try:
+        try:
+            wep = workload.build(
+                name=att.wep_name,
+                namespace=att.namespace,
+                node=conf.nodename,
+                orchestrator=att.orchestrator,
+                workload=att.workload if att.pod else inv.container_id,
+                pod=att.pod,
+                container_id=inv.container_id,
+                endpoint=inv.ifname,
+                interface_name=att.host_ifname,
+                mac=pod_mac,
+                ip_networks=[str(a) for a in [*v4, *v6]],
+                network=conf.name,
+                pod_info=pod_info,
+            )
+            workload.write(kv, wep)
+        finally:
+            configure_error = configured.wait()
+        if configure_error is not None:
+            raise configure_error
         if conf.policy_setup_timeout_seconds > 0:
             felix_wait.wait_ready(
                 conf.felix_socket,
@@ -364,6 +374,8 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         with contextlib.suppress(Exception):
             plumbing.teardown(inv.netns, att.host_ifname, inv.ifname)
         release()
+        if isinstance(exc, plumbing.PlumbingError):
+            raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
         if isinstance(exc, felix_wait.NotReady):
             raise CNIError(errors.POLICY_TIMEOUT, str(exc)) from None
         if isinstance(exc, ValidationError):
@@ -371,6 +383,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         if isinstance(exc, DatastoreError):
             raise _datastore_error(exc, "writing the workload endpoint") from None
         raise
+    link = links[0]
     gw6 = link.ipv6_gateway
     out = cniresult.Result(
         interfaces=[

@@ -143,7 +143,16 @@ def _pod_default_v6(pod_ifname: str, gateway: str) -> None:
         ip.route("add", dst="::/0", gateway=gateway, oif=index, family=10)
 
 
-def create_veth(netns_path: str, host_ifname: str, pod_ifname: str, mtu: int) -> None:
+def random_mac() -> str:
+    """A unicast, locally administered MAC, chosen here so ADD knows it before the kernel."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def create_veth(
+    netns_path: str, host_ifname: str, pod_ifname: str, mtu: int, pod_mac: str = ""
+) -> None:
     """Step 1 of ADD, before the addresses are known: the veth pair, host end configured.
 
     Split from ``configure`` so ADD can run it while IPAM talks to the datastore.
@@ -166,7 +175,12 @@ def create_veth(netns_path: str, host_ifname: str, pod_ifname: str, mtu: int) ->
                     ifname=host_ifname,
                     kind="veth",
                     mtu=mtu,
-                    peer={"ifname": pod_ifname, "net_ns_fd": fd, "mtu": mtu},
+                    peer={
+                        "ifname": pod_ifname,
+                        "net_ns_fd": fd,
+                        "mtu": mtu,
+                        **({"address": pod_mac} if pod_mac else {}),
+                    },
                 )
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:

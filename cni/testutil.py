@@ -147,7 +147,15 @@ class Node:
     """A node namespace with a relay to the test's etcd, the installed plugin and,
     optionally, its CNI service. Each call execs the executable with env + stdin."""
 
-    def __init__(self, etcd_port: int, bin_dir: str, work_dir: str, name: str = "") -> None:
+    def __init__(
+        self,
+        etcd_port: int,
+        bin_dir: str,
+        work_dir: str,
+        name: str = "",
+        ns: str = "",
+    ) -> None:
+        """``ns``: use this existing namespace (etcd already reachable in it), no relay."""
         import contextlib as _c
 
         self.bin_dir = bin_dir
@@ -156,10 +164,13 @@ class Node:
         self.socket = os.path.join(work_dir, f"cni-{secrets.token_hex(3)}.sock")
         self._stack = _c.ExitStack()
         try:
-            self.ns = self._stack.enter_context(node_namespace())
+            if ns:
+                self.ns = ns
+            else:
+                self.ns = self._stack.enter_context(node_namespace())
+                relay = Relay(self.ns, ("127.0.0.1", etcd_port))
+                self._stack.callback(relay.close)
             self.name = name or self.ns
-            relay = Relay(self.ns, ("127.0.0.1", etcd_port))
-            self._stack.callback(relay.close)
         except BaseException:
             self._stack.close()
             raise

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import pathlib
 import secrets
 import statistics
 import subprocess
@@ -82,12 +83,22 @@ def main() -> int:
     rows: list[tuple[str, str, list[float]]] = []
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="tabby-bench-"))
-        etcd = stack.enter_context(EtcdServer())
-        kv = EtcdStore([etcd.endpoint])
-        put_pool(kv, "bench", "10.74.0.0/16", 26)
+        node_ns = stack.enter_context(testutil.node_namespace())
+        # etcd runs inside the node namespace (forked from a thread that entered it), as
+        # it would be reachable on a real node: no test relay in the measured path.
+        etcd = EtcdServer()
+        netns.run_in(testutil.ns_path(node_ns), etcd.__enter__, timeout=120)
+        stack.callback(etcd.close)
+
+        def seed() -> None:
+            kv = EtcdStore([etcd.endpoint])
+            put_pool(kv, "bench", "10.74.0.0/16", 26)
+            kv.close()
+
+        netns.run_in(testutil.ns_path(node_ns), seed)
         bin_dir = os.path.join(work, "bin")
-        install.install_binaries(__import__("pathlib").Path(bin_dir))
-        node = testutil.Node(etcd.client_port, bin_dir, work)
+        install.install_binaries(pathlib.Path(bin_dir))
+        node = testutil.Node(etcd.client_port, bin_dir, work, ns=node_ns)
         stack.callback(node.close)
         node.start_service()
         pods = [stack.enter_context(testutil.namespace()) for _ in range(args.pods)]
