@@ -331,3 +331,63 @@ def test_gc_releases_attachments_not_in_valid_list(node, kv):
         assert ping(pods[0])
         rc, out, _ = node.run("GC", {**node.conf(), "cni.dev/valid-attachments": []})
         assert rc == 0 and allocations(kv) == []
+
+
+class _ReadyFelix:
+    """The EndpointStatus service of proto/felix_services.proto on a unix socket.
+
+    Felix's own implementation lives in felix/; this stand-in answers from a fixed
+    verdict so the plugin's side of the contract (request shape, waiting, rollback)
+    is tested here. The timeout path above runs with no server at all.
+    """
+
+    def __init__(self, path: str, ready: bool) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        from proto import felix_services_pb2, felix_services_pb2_grpc
+
+        self.requests: list = []
+        outer = self
+
+        class Servicer(felix_services_pb2_grpc.EndpointStatusServicer):
+            def WaitReady(self, request, context):
+                outer.requests.append(request)
+                return felix_services_pb2.EndpointReadyReply(
+                    ready=ready, reason="" if ready else "policy not programmed"
+                )
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        felix_services_pb2_grpc.add_EndpointStatusServicer_to_server(Servicer(), self.server)
+        self.server.add_insecure_port(f"unix://{path}")
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(None)
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["ready", "not-ready"])
+def test_policy_wait_asks_felix_for_the_endpoint(node, pod, kv, tmp_path, ready):
+    sock = str(tmp_path / "felix.sock")
+    felix = _ReadyFelix(sock, ready)
+    c = cid()
+    conf = node.conf(policy_setup_timeout_seconds=2, felix_socket=sock)
+    try:
+        rc, out, _ = node.run("ADD", conf, container_id=c, netns_path=ns_path(pod))
+        (req,) = felix.requests
+        assert (req.id.orchestrator_id, req.id.workload_id, req.id.endpoint_id) == (
+            "cni",
+            c,
+            "eth0",
+        )
+        assert req.timeout_ms == 2000
+        if ready:
+            assert rc == 0 and ping(pod)
+        else:
+            assert rc == 104 and "policy not programmed" in out["msg"]
+            assert allocations(kv) == [] and "cali" not in ip("link", ns=node.ns)
+    finally:
+        node.run("DEL", conf, container_id=c, netns_path=ns_path(pod))
+        felix.close()
+    assert allocations(kv) == []
