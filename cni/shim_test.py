@@ -90,9 +90,12 @@ def test_service_that_breaks_off_is_try_again_later(tmp_path):
     assert reply.exit == 11 and out["code"] == 11 and out["cniVersion"] == "1.0.0"
 
 
-def test_env_errors_answered_by_the_shim(tmp_path):
-    reply = shim.run("plugin", {**ENV, "CNI_IFNAME": ""}, conf(str(tmp_path / "none.sock")))
-    assert reply.exit == 4 and "CNI_IFNAME" in json.loads(reply.stdout)["msg"]
+def test_unknown_command_and_bad_json_answered_by_the_shim(tmp_path):
+    sock = str(tmp_path / "none.sock")
+    reply = shim.run("plugin", {**ENV, "CNI_COMMAND": "BOUNCE"}, conf(sock))
+    assert reply.exit == 4 and "BOUNCE" in json.loads(reply.stdout)["msg"]
+    reply = shim.run("plugin", ENV, "{oops")
+    assert reply.exit == 6 and json.loads(reply.stdout)["code"] == 6
 
 
 def test_shim_imports_only_the_standard_library():
