@@ -370,7 +370,10 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
             )
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            workload.delete(kv, att.wep_name, att.namespace, inv.container_id)
+            if pod_info is not None and pod_info.template:
+                workload.restore_template(kv, att.wep_name, att.namespace, pod_info)
+            else:
+                workload.delete(kv, att.wep_name, att.namespace, inv.container_id)
         with contextlib.suppress(Exception):
             plumbing.teardown(inv.netns, att.host_ifname, inv.ifname)
         release()

@@ -305,6 +305,7 @@ def test_k8s_pod_template_annotations_pick_the_address(node, pod, kv):
         assert wep["spec"]["orchestrator"] == "k8s" and wep["spec"]["pod"] == "web-0"
         assert wep["spec"]["containerID"] == c
         # A late DEL for an older sandbox of the same pod must not touch this one.
+        assert ping(pod)
         rc, _, _ = node.run("DEL", node.conf(), container_id=cid(), cni_args=args)
         assert rc == 0 and kv.get(key) is not None and ping(pod)
     finally:
@@ -391,3 +392,29 @@ def test_policy_wait_asks_felix_for_the_endpoint(node, pod, kv, tmp_path, ready)
         node.run("DEL", conf, container_id=c, netns_path=ns_path(pod))
         felix.close()
     assert allocations(kv) == []
+
+
+def test_failed_k8s_add_puts_the_pod_template_back(node, pod, kv, tmp_path):
+    name = f"{node.name.replace('-', '--')}-k8s-api-eth0"
+    template = {
+        "apiVersion": "tabby.dev/v1",
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": "api"}},
+        "spec": {"node": node.name, "pod": "api"},
+    }
+    key = keys.resource_key("workloadendpoints", name, "shop")
+    kv.create(key, json.dumps(template).encode())
+    try:
+        conf = node.conf(policy_setup_timeout_seconds=1, felix_socket=str(tmp_path / "no.sock"))
+        rc, out, _ = node.run(
+            "ADD",
+            conf,
+            container_id=cid(),
+            netns_path=ns_path(pod),
+            cni_args="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=api",
+        )
+        assert rc == 104, out
+        assert json.loads(kv.get(key).value) == template
+        assert allocations(kv) == []
+    finally:
+        kv.delete(key)

@@ -35,6 +35,7 @@ class PodInfo:
 
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    template: bytes = b""  # the stored template, put back if ADD fails after replacing it
 
 
 def _decode(raw: bytes) -> WorkloadEndpoint:
@@ -62,12 +63,22 @@ def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
     with the pod's endpoint name (written by the orchestrator integration or an
     operator); a Kubernetes API lookup would go here too.
     """
-    found = get(kv, name, namespace)
+    found = kv.get(keys.resource_key(PLURAL, name, namespace))
     if found is None:
         return None
-    meta = found[0].metadata
+    meta = _decode(found.value).metadata
     labels = {k: v for k, v in meta.labels.items() if not k.startswith("tabby.dev/")}
-    return PodInfo(labels=labels, annotations=dict(meta.annotations))
+    return PodInfo(labels=labels, annotations=dict(meta.annotations), template=found.value)
+
+
+def restore_template(kv: KVStore, name: str, namespace: str, info: PodInfo) -> None:
+    """Undo a failed ADD's endpoint write without losing the pod's template."""
+    key = keys.resource_key(PLURAL, name, namespace)
+    current = kv.get(key)
+    if current is None:
+        kv.create(key, info.template)
+    else:
+        kv.update(key, info.template, current.mod_revision)
 
 
 def build(
