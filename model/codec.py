@@ -10,6 +10,7 @@ operator never asked for.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import functools
 import json
@@ -116,6 +117,11 @@ def _unknown_field(path: str, key: Any, known: list[str]) -> ValidationError:
     return ValidationError(field, f"unknown field{hint}")
 
 
+def _timestamp_text(value: datetime.date) -> str:
+    text = value.isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
 def _convert(tp: Any, value: Any, path: str) -> Any:
     """``value`` from a document as the Python type ``tp``; errors name ``path``."""
     origin = typing.get_origin(tp)
@@ -125,6 +131,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return _convert(inner, value, path)
     if tp is str:
+        if isinstance(value, datetime.date):
+            # yaml.safe_load turns unquoted timestamps/dates into objects; take them back.
+            return _timestamp_text(value)
         if not isinstance(value, str):
             hint = " (quote the value)" if isinstance(value, bool | int | float) else ""
             raise ValidationError(path, f"expected a string, got {_shown(value)}{hint}")
@@ -259,7 +268,8 @@ def _parse(doc: Mapping[str, Any]) -> Resource:
         raise ValidationError("metadata", "required field is missing (it needs at least a name)")
     metadata = _convert(ObjectMeta, doc["metadata"], "metadata")
     spec_cls = _hints(cls)["spec"]
-    spec = _convert(spec_cls, doc.get("spec") or {}, "spec")
+    raw_spec = doc.get("spec")
+    spec = _convert(spec_cls, {} if raw_spec is None else raw_spec, "spec")
     return cls(metadata=metadata, spec=spec)  # type: ignore[call-arg]
 
 

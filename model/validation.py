@@ -431,7 +431,10 @@ def validate(res: Resource) -> Resource:
 def check_pool_overlap(pool: IPPool, others: Iterable[IPPool]) -> None:
     """Raise on ``spec.cidr`` if ``pool`` overlaps another pool (same name: same pool)."""
     where = describe(pool.KIND, pool.metadata.name)
-    net = check_cidr(pool.spec.cidr, "spec.cidr")
+    try:
+        net = check_cidr(pool.spec.cidr, "spec.cidr")
+    except ValidationError as err:
+        raise err.with_resource(where) from None
     for other in others:
         if other.metadata.name == pool.metadata.name:
             continue
