@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from datastore import keys
 from datastore.api import AlreadyExists, Conflict, KVStore, NotFound
+from datastore.resources import ResourceStore
 from model import codec, validation
-from model.errors import ValidationError
 from model.resources import ObjectMeta, WorkloadEndpoint, WorkloadEndpointSpec
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,12 @@ def _decode(raw: bytes) -> WorkloadEndpoint:
     return res
 
 
-def _encode(wep: WorkloadEndpoint) -> bytes:
-    return json.dumps(codec.resource_to_dict(wep), separators=(",", ":")).encode()
-
-
 def get(kv: KVStore, name: str, namespace: str) -> tuple[WorkloadEndpoint, int] | None:
-    found = kv.get(keys.resource_key(PLURAL, name, namespace))
-    if found is None:
+    try:
+        wep = ResourceStore(kv).get(WorkloadEndpoint, name, namespace)
+    except NotFound:
         return None
-    return _decode(found.value), found.mod_revision
+    return wep, int(wep.metadata.resource_version or 0)
 
 
 def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
@@ -72,7 +69,7 @@ def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
 
 
 def restore_template(kv: KVStore, name: str, namespace: str, info: PodInfo) -> None:
-    """Undo a failed ADD's endpoint write without losing the pod's template."""
+    """Undo a failed ADD's endpoint write: the template's exact bytes go back."""
     key = keys.resource_key(PLURAL, name, namespace)
     current = kv.get(key)
     if current is None:
@@ -124,26 +121,13 @@ def build(
     return validation.validate(wep)
 
 
-def write(kv: KVStore, wep: WorkloadEndpoint, attempts: int = 5) -> None:
+def write(kv: KVStore, wep: WorkloadEndpoint) -> None:
     """Create the endpoint, or replace the one there (a template, or a stale one)."""
-    key = keys.resource_key(PLURAL, wep.metadata.name, wep.metadata.namespace)
-    data = _encode(wep)
+    store = ResourceStore(kv)
     try:
-        kv.create(key, data)  # the common case: one round trip
-        return
+        store.create(wep)  # the common case: one round trip
     except AlreadyExists:
-        pass
-    for _ in range(attempts):
-        current = kv.get(key)
-        try:
-            if current is None:
-                kv.create(key, data)
-            else:
-                kv.update(key, data, current.mod_revision)
-            return
-        except (AlreadyExists, Conflict, NotFound):
-            continue
-    raise Conflict(f"{key} kept changing while writing it ({attempts} attempts)")
+        store.apply(wep)
 
 
 def delete(kv: KVStore, name: str, namespace: str, container_id: str | None = None) -> bool:
@@ -152,41 +136,31 @@ def delete(kv: KVStore, name: str, namespace: str, container_id: str | None = No
     A pod's endpoint name does not include the container, so a late DEL of an old
     sandbox must not delete the endpoint of its replacement.
     """
-    key = keys.resource_key(PLURAL, name, namespace)
+    store = ResourceStore(kv)
     for _ in range(5):
-        current = kv.get(key)
-        if current is None:
-            return False
-        if container_id is not None:
-            owner = _decode(current.value).spec.container_id
-            if owner and owner != container_id:
-                log.info(
-                    "keeping endpoint of another container wep=%s/%s owner=%s del_for=%s",
-                    namespace,
-                    name,
-                    owner,
-                    container_id,
-                )
-                return False
         try:
-            kv.delete(key, current.mod_revision)
+            current = store.get(WorkloadEndpoint, name, namespace)
+        except NotFound:
+            return False
+        owner = current.spec.container_id
+        if container_id is not None and owner and owner != container_id:
+            log.info(
+                "keeping endpoint of another container wep=%s/%s owner=%s del_for=%s",
+                namespace,
+                name,
+                owner,
+                container_id,
+            )
+            return False
+        try:
+            store.delete(WorkloadEndpoint, name, namespace, current.metadata.resource_version)
             return True
         except NotFound:
             return False
         except Conflict:
             continue
-    raise Conflict(f"{key} kept changing while deleting it")
+    raise Conflict(f"endpoint {namespace}/{name} kept changing while deleting it")
 
 
 def list_on_node(kv: KVStore, node: str) -> list[WorkloadEndpoint]:
-    items, _ = kv.list(keys.resource_prefix(PLURAL))
-    out = []
-    for item in items:
-        try:
-            wep = _decode(item.value)
-        except (ValueError, ValidationError) as exc:
-            log.warning("skipping undecodable endpoint key=%s error=%s", item.key, exc)
-            continue
-        if wep.spec.node == node:
-            out.append(wep)
-    return out
+    return [w for w in ResourceStore(kv).list(WorkloadEndpoint) if w.spec.node == node]
