@@ -21,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -32,6 +34,43 @@ from datastore.etcd_fixture import EtcdServer
 from ipam.testing import put_pool
 
 REF_DIR = "/usr/lib/cni"
+
+
+@contextlib.contextmanager
+def etcd_in_namespace(ns: str) -> Iterator[EtcdServer]:
+    """etcd forked from a thread inside ``ns`` that lives as long as the server.
+
+    The fixture ties etcd's life to its parent thread (PR_SET_PDEATHSIG), so the
+    thread that starts it must stay until the end.
+    """
+    etcd = EtcdServer()
+    ready, stop = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def keeper() -> None:
+        try:
+            fd = os.open(testutil.ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                netns.setns(fd)
+            finally:
+                os.close(fd)
+            with etcd:
+                ready.set()
+                stop.wait()
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=keeper, name="etcd-keeper")
+    thread.start()
+    ready.wait(120)
+    try:
+        if failure:
+            raise failure[0]
+        yield etcd
+    finally:
+        stop.set()
+        thread.join(60)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -104,9 +143,7 @@ def main() -> int:
         node_ns = stack.enter_context(testutil.node_namespace())
         # etcd runs inside the node namespace (forked from a thread that entered it), as
         # it would be reachable on a real node: no test relay in the measured path.
-        etcd = EtcdServer()
-        netns.run_in(testutil.ns_path(node_ns), etcd.__enter__, timeout=120)
-        stack.callback(etcd.close)
+        etcd = stack.enter_context(etcd_in_namespace(node_ns))
 
         def seed() -> None:
             kv = EtcdStore([etcd.endpoint])
