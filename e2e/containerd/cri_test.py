@@ -8,6 +8,7 @@ die with it.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -16,14 +17,23 @@ import pathlib
 import secrets
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from e2e.containerd.containerd_fixture import Containerd, node_netns
+from datastore import keys
+from datastore.api import KVStore
+from datastore.etcd import EtcdStore
+from datastore.etcd_fixture import EtcdServer
+from datastore.resources import ResourceStore
+from e2e.containerd.containerd_fixture import Containerd, netns_path, node_netns
 from e2e.containerd.cri_client import CRIClient, PodSpec, SandboxStatus
+from ipam import report
+from model.resources import IPPool, IPPoolSpec, Node, ObjectMeta
+from scripts import install as install_script
 
 pytest_plugins = ["e2e.containerd.containerd_fixture"]
 
@@ -202,3 +212,182 @@ def test_missing_ipam_plugin_fails_run_with_its_name_and_leaks_nothing(
             cri.remove_pod_sandbox(sandbox_id)
         assert cri.list_pod_sandboxes() == {}
         assert _reserved(data_dir / network) == []
+
+
+# --- Tabby's plugin --------------------------------------------------------------------
+
+TABBY_MISSING = (
+    ""
+    if "tabby" in install_script.ENTRYPOINTS
+    else "tabby is not in scripts.install.ENTRYPOINTS: the CNI plugin has not landed"
+)
+
+
+class TabbyNode:
+    """containerd in a node netns with Tabby's plugin installed as an operator would,
+    talking to a real etcd (through a relay into the node netns)."""
+
+    def __init__(
+        self,
+        ctd: Containerd,
+        tmp: pathlib.Path,
+        etcd: EtcdServer,
+        kv: KVStore,
+        pool_cidr: str,
+        node: str,
+        service_log: pathlib.Path | None,
+    ) -> None:
+        self.ctd = ctd
+        self.tmp = tmp
+        self.etcd = etcd
+        self.kv = kv
+        self.pool = ipaddress.ip_network(pool_cidr)
+        self.node = node
+        self.service_log = service_log
+
+
+@contextlib.contextmanager
+def cni_service(prefix: pathlib.Path, ns: str, socket: pathlib.Path) -> Iterator[None]:
+    """The node's warm ``tabby-cni-service`` (what the DaemonSet runs), in the node netns."""
+    log_path = socket.with_suffix(".log")
+    with open(log_path, "ab") as logfile:
+        proc = subprocess.Popen(
+            [
+                *("nsenter", f"--net={netns_path(ns)}", "--"),
+                str(prefix / "bin" / "tabby-cni-service"),
+                *("--socket", str(socket), "--log-level", "debug", "--workers", "4"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not socket.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tabby-cni-service did not start: {log_path.read_text()}")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["in-process", "service"])
+def tabby_node(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path, pause_image_tar: pathlib.Path
+) -> Iterator[TabbyNode]:
+    """One node; ``service``: the shim forwards to the warm service, ``in-process``:
+    no service is listening, so the shim runs the handler itself."""
+    if TABBY_MISSING:
+        pytest.skip(TABBY_MISSING)
+    from cni.testutil import Relay  # only once the CNI plugin has landed
+
+    node = f"tcd-node-{secrets.token_hex(3)}"
+    pool_cidr = f"10.223.{secrets.randbelow(250) + 1}.0/24"
+    prefix, bin_dir, conf_dir = tmp_path / "prefix", tmp_path / "bin", tmp_path / "net.d"
+    service_socket = tmp_path / "cni.sock"
+    install_script.install(prefix)
+    with contextlib.ExitStack() as stack:
+        etcd = stack.enter_context(EtcdServer())
+        kv = EtcdStore([etcd.endpoint], timeout=5)
+        stack.callback(kv.close)
+        resources = ResourceStore(kv)
+        resources.create(Node(metadata=ObjectMeta(name=node)))
+        resources.create(
+            IPPool(metadata=ObjectMeta(name="e2e-pool"), spec=IPPoolSpec(cidr=pool_cidr))
+        )
+        subprocess.run(
+            [
+                str(prefix / "bin" / "tabby-install-cni"),
+                *("--bin-dir", str(bin_dir), "--conf-dir", str(conf_dir)),
+                *("--lib-dir", str(prefix / "lib" / "tabby")),
+                *("--etcd-endpoints", etcd.endpoint, "--nodename", node),
+                *("--mtu", "1400", "--log-level", "debug"),
+                *("--service-socket", str(service_socket)),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        # The CRI plugin runs loopback (and the chained portmap) from the same bin_dir.
+        copy_plugins(bin_dir, ["loopback", "portmap"])
+        ns = stack.enter_context(node_netns())
+        relay = Relay(ns, ("127.0.0.1", etcd.client_port))
+        stack.callback(relay.close)
+        if request.param == "service":
+            stack.enter_context(cni_service(prefix, ns, service_socket))
+        ctd = stack.enter_context(Containerd(bin_dir, conf_dir, pause_image_tar, netns=ns))
+        service_log = service_socket.with_suffix(".log") if request.param == "service" else None
+        yield TabbyNode(ctd, tmp_path, etcd, kv, pool_cidr, node, service_log)
+
+
+def workload_endpoints(kv: KVStore) -> list[dict]:
+    items, _ = kv.list(keys.resource_prefix("workloadendpoints"))
+    return [json.loads(i.value) for i in items]
+
+
+def test_tabby_sandbox_gets_pool_ip_and_wep_and_removal_releases_it(
+    tabby_node: TabbyNode,
+) -> None:
+    with CRIClient(tabby_node.ctd.socket) as cri:
+        pod = pod_spec(tabby_node.tmp, tabby_node.ctd.cgroup_parent)
+        sandbox_id = cri.run_pod_sandbox(pod)
+        status = cri.pod_sandbox_status(sandbox_id)
+
+        assert status.ready
+        assert ipaddress.ip_address(status.ip) in tabby_node.pool
+        assert status.ip in addresses_in_netns(status.netns_path)
+        weps = workload_endpoints(tabby_node.kv)
+        assert len(weps) == 1, weps
+        spec = weps[0]["spec"]
+        assert weps[0]["metadata"]["namespace"] == pod.namespace
+        assert spec["pod"] == pod.name
+        assert spec["node"] == tabby_node.node
+        assert spec["containerID"] == sandbox_id
+        assert spec["ipNetworks"] == [f"{status.ip}/32"]
+        if tabby_node.service_log is not None:  # the warm path, not the in-process fallback
+            assert f"ADD done container={sandbox_id}" in tabby_node.service_log.read_text()
+        in_use = report.check(tabby_node.kv)
+        assert in_use.ok, in_use
+        assert in_use.allocations_checked == 1
+
+        cri.stop_pod_sandbox(sandbox_id)
+        cri.stop_pod_sandbox(sandbox_id)  # kubelet stops more than once: idempotent
+        cri.remove_pod_sandbox(sandbox_id)
+
+        assert sandbox_id not in cri.list_pod_sandbox_ids()
+        assert workload_endpoints(tabby_node.kv) == []
+        after = report.check(tabby_node.kv)
+        assert after.ok, after
+        assert after.allocations_checked == 0, "the pod's IP is still allocated"
+        assert after.handles_checked == 0, "the pod's IPAM handle is still stored"
+
+
+def test_tabby_run_fails_while_etcd_is_down_and_kubelet_cleanup_then_leaks_nothing(
+    tabby_node: TabbyNode,
+) -> None:
+    with CRIClient(tabby_node.ctd.socket) as cri:
+        tabby_node.etcd.stop()
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                cri.run_pod_sandbox(pod_spec(tabby_node.tmp, tabby_node.ctd.cgroup_parent))
+        finally:
+            tabby_node.etcd.start()
+        log.info("run_pod_sandbox error=%s", err.value.details())
+        assert 'plugin type="tabby" failed (add)' in err.value.details()
+        assert "datastore unreachable" in err.value.details()
+        sandboxes = cri.list_pod_sandboxes()
+        assert True not in sandboxes.values()
+        for sandbox_id in sandboxes:  # kubelet's cleanup of the failed sandbox
+            cri.stop_pod_sandbox(sandbox_id)
+            cri.remove_pod_sandbox(sandbox_id)
+        assert cri.list_pod_sandboxes() == {}
+    assert workload_endpoints(tabby_node.kv) == []
+    after = report.check(tabby_node.kv)
+    assert after.ok, after
+    assert after.allocations_checked == 0
