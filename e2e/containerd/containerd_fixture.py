@@ -339,7 +339,7 @@ class Containerd:
         if self._proc is not None and self._proc.poll() is None:
             self._remove_all_sandboxes()
         self._stop_daemon()
-        shims = self._our_shims()
+        shims = self.our_shims()
         for pid in shims:
             for child in _descendants(pid):
                 _kill(child)
@@ -351,6 +351,12 @@ class Containerd:
             shutil.rmtree(self.dir, ignore_errors=True)
             log.info("containerd cleaned dir=%s shims_killed=%d", self.dir, len(shims))
             self.dir = pathlib.Path()
+
+    def kill_daemon(self) -> None:
+        """SIGKILL containerd alone, as a crash would: shims and sandboxes live on."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=_STOP_TIMEOUT_S)
 
     def _remove_all_sandboxes(self) -> None:
         """What kubelet does on drain: stop (CNI DEL) and remove every sandbox."""
@@ -377,7 +383,7 @@ class Containerd:
                 proc.wait(timeout=_STOP_TIMEOUT_S)
         log.info("containerd stopped pid=%d rc=%s", proc.pid, proc.returncode)
 
-    def _our_shims(self) -> list[int]:
+    def our_shims(self) -> list[int]:
         """Shims whose command line names our socket (never another containerd's)."""
         if not self.socket:
             return []

@@ -391,3 +391,46 @@ def test_tabby_run_fails_while_etcd_is_down_and_kubelet_cleanup_then_leaks_nothi
     after = report.check(tabby_node.kv)
     assert after.ok, after
     assert after.allocations_checked == 0
+
+
+# --- the harness cleans up after itself ------------------------------------------------
+
+
+def _mounts_under(path: pathlib.Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(f"{path}/")]
+
+
+def test_fixture_cleans_up_after_containerd_dies_with_a_running_sandbox(
+    ref_node: RefNode,
+) -> None:
+    """A crashed daemon leaves shim, sandbox process, mounts and cgroup behind; the
+    fixture must remove exactly those (a shared machine accumulates them otherwise)."""
+    ctd = ref_node.ctd
+    with CRIClient(ctd.socket) as cri:
+        status = cri.pod_sandbox_status(
+            cri.run_pod_sandbox(pod_spec(ref_node.tmp, ctd.cgroup_parent))
+        )
+    shims = ctd.our_shims()
+    state_dir = ctd.dir
+    assert len(shims) == 1 and os.path.exists(f"/proc/{status.pid}")
+    assert _mounts_under(state_dir)
+    ctd.kill_daemon()
+
+    ctd.close()
+
+    for pid in (*shims, status.pid):
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"pid {pid} survived"
+    assert _mounts_under(state_dir) == []
+    assert not state_dir.exists()
+    assert not any(
+        (root / ctd.cgroup_parent.lstrip("/")).exists()
+        for root in pathlib.Path("/sys/fs/cgroup").iterdir()
+    )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
