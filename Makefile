@@ -13,7 +13,7 @@ setup:
 # Python stubs in the source tree, for running outside Bazel (install, demo, editors).
 # Bazel builds its own copy with the genrule in proto/BUILD.bazel.
 proto: setup
-	@$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. proto/*.proto
+	@$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. proto/*.proto e2e/containerd/*.proto
 
 test: setup proto
 	@rc=0; bazel test //... || rc=$$?; $(PYTHON) scripts/test_summary.py; exit $$rc
@@ -33,5 +33,5 @@ demo-down:
 	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh down
 
 clean:
-	rm -f proto/*_pb2.py proto/*_pb2_grpc.py
+	rm -f proto/*_pb2.py proto/*_pb2_grpc.py e2e/containerd/*_pb2*.py
 	bazel clean

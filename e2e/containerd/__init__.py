@@ -1,0 +1,1 @@
+"""containerd's CRI plugin as a real CNI client for end-to-end tests."""
