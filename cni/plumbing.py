@@ -201,6 +201,12 @@ def create_veth(
             raise
 
 
+# Felix's route protocol (FelixConfiguration deviceRouteProtocol, default 80). The host
+# route is written with it so Felix adopts the route as its own instead of colliding with
+# it (EEXIST) when it programs the same /32 for the endpoint.
+HOST_ROUTE_PROTOCOL = 80
+
+
 def configure(
     netns_path: str,
     host_ifname: str,
@@ -224,9 +230,21 @@ def configure(
                 gateway6 = _link_local(ip, index)
                 netns.run_in(netns_path, lambda: _pod_default_v6(pod_ifname, gateway6))
             for addr in ipv4:
-                ip.route("replace", dst=f"{addr.ip}/32", oif=index, scope=RT_SCOPE_LINK)
+                ip.route(
+                    "replace",
+                    dst=f"{addr.ip}/32",
+                    oif=index,
+                    scope=RT_SCOPE_LINK,
+                    proto=HOST_ROUTE_PROTOCOL,
+                )
             for addr in ipv6:
-                ip.route("replace", dst=f"{addr.ip}/128", oif=index, family=10)
+                ip.route(
+                    "replace",
+                    dst=f"{addr.ip}/128",
+                    oif=index,
+                    family=10,
+                    proto=HOST_ROUTE_PROTOCOL,
+                )
             host_mac = _mac(ip, index)
         except (NetlinkError, OSError, netns.NetnsGone, PlumbingError) as exc:
             with contextlib.suppress(NetlinkError):

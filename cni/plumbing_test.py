@@ -58,7 +58,9 @@ def test_ipv4_pod_gets_32_gateway_route_and_host_route(node, pod):
     assert "default via 169.254.1.1 dev eth0" in pod_routes
     assert re.search(r"^169\.254\.1\.1 dev eth0 .*scope link", pod_routes, re.M)
     host_routes = ip("-4", "route", ns=node)
-    assert re.search(rf"^10\.77\.3\.5 dev {link.host_ifname} .*scope link", host_routes, re.M)
+    assert re.search(
+        rf"^10\.77\.3\.5 dev {link.host_ifname} proto 80 scope link", host_routes, re.M
+    ), host_routes  # Felix's protocol: Felix adopts the route rather than fighting it
     # No address on the host end, proxy ARP on.
     assert "inet " not in ip("-4", "addr", "show", "dev", link.host_ifname, ns=node)
     sysctl = testutil.in_ns(
