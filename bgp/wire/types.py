@@ -34,19 +34,118 @@ NO_ADVERTISE = 0xFFFFFF02
 NO_EXPORT_SUBCONFED = 0xFFFFFF03
 
 
-@dataclass(frozen=True, order=True)
-class Prefix:
-    """One NLRI: an IPv4 or IPv6 network, and its ADD-PATH path identifier (0: none)."""
+_MASK4 = tuple((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33))
+_MASK6 = tuple(((1 << 128) - 1) ^ ((1 << (128 - n)) - 1) for n in range(129))
 
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
-    path_id: int = 0
+
+class Prefix:
+    """One NLRI: an IPv4 or IPv6 network, and its ADD-PATH path identifier (0: none).
+
+    Stored as (version, address as int, prefix length, path_id) so the codec can build
+    one without ``ipaddress`` (the hot path of a full-table load); ``.network`` is built
+    on first use and cached. Equality, hashing and ordering use that key: within a
+    version the order is the ``ipaddress`` network order; IPv4 sorts before IPv6.
+    """
+
+    __slots__ = ("_key", "_net")
+
+    def __init__(
+        self,
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network | str,
+        path_id: int = 0,
+    ) -> None:
+        if isinstance(network, str):
+            network = ipaddress.ip_network(network)
+        elif not isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            raise TypeError(f"Prefix needs an IPv4Network or IPv6Network, not {network!r}")
+        self._key = (
+            network.version,
+            int(network.network_address),
+            network.prefixlen,
+            path_id,
+        )
+        self._net = network
+
+    @classmethod
+    def from_int(cls, version: int, address: int, prefixlen: int, path_id: int = 0) -> Prefix:
+        """Build from raw parts; host bits are cleared (RFC 4271: trailing bits irrelevant)."""
+        mask = _MASK4 if version == 4 else _MASK6
+        obj = object.__new__(cls)
+        obj._key = (version, address & mask[prefixlen], prefixlen, path_id)
+        obj._net = None
+        return obj
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        net = self._net
+        if net is None:
+            version, address, plen, _ = self._key
+            if version == 4:
+                net = ipaddress.IPv4Network((address, plen))
+            else:
+                net = ipaddress.IPv6Network((address, plen))
+            self._net = net
+        return net
+
+    @property
+    def path_id(self) -> int:
+        return self._key[3]
 
     @property
     def afi(self) -> int:
-        return AFI_IPV4 if self.network.version == 4 else AFI_IPV6
+        return AFI_IPV4 if self._key[0] == 4 else AFI_IPV6
+
+    @property
+    def version(self) -> int:
+        return self._key[0]
+
+    @property
+    def address(self) -> int:
+        """The network address as an integer."""
+        return self._key[1]
+
+    @property
+    def prefixlen(self) -> int:
+        return self._key[2]
+
+    def with_path_id(self, path_id: int) -> Prefix:
+        version, address, plen, _ = self._key
+        obj = object.__new__(Prefix)
+        obj._key = (version, address, plen, path_id)
+        obj._net = self._net
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is Prefix:
+            return self._key == other._key  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __lt__(self, other: Prefix) -> bool:
+        return self._key < other._key
+
+    def __le__(self, other: Prefix) -> bool:
+        return self._key <= other._key
+
+    def __gt__(self, other: Prefix) -> bool:
+        return self._key > other._key
+
+    def __ge__(self, other: Prefix) -> bool:
+        return self._key >= other._key
+
+    def __reduce__(self) -> tuple:
+        return (Prefix.from_int, self._key)
 
     def __str__(self) -> str:
-        return str(self.network) if not self.path_id else f"{self.network}#{self.path_id}"
+        path_id = self._key[3]
+        return str(self.network) if not path_id else f"{self.network}#{path_id}"
+
+    def __repr__(self) -> str:
+        path_id = self._key[3]
+        tail = f", path_id={path_id}" if path_id else ""
+        return f"Prefix('{self.network}'{tail})"
 
 
 @dataclass(frozen=True)
