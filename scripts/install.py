@@ -22,6 +22,7 @@ PACKAGES = ["proto", "model", "datastore", "ipam", "ctl", "cni", "felix", "bgp",
 # executable name -> (module with a main() returning an exit code, lean start-up)
 ENTRYPOINTS: dict[str, tuple[str, bool]] = {
     "tabbyctl": ("ctl.main", False),
+    "tabby-bgpd": ("bgp.daemon.main", False),
 }
 
 

@@ -25,6 +25,7 @@ class PeerConfig:
     address: IPAddress
     as_number: int
     port: int = 179
+    local_address: IPAddress | None = None  # source address of our connections
     password: str | None = None
     multihop_ttl: int | None = None  # None: directly connected (TTL 1 for eBGP)
     passive: bool = False
@@ -142,6 +143,7 @@ _PEER_KEYS = {
     "address",
     "asNumber",
     "port",
+    "localAddress",
     "password",
     "multihop",
     "ttl",
@@ -172,6 +174,9 @@ def parse_peer(where: str, data: Any) -> PeerConfig:
         address=_ip(f"{where}.address", data["address"]),
         as_number=_asn(f"{where}.asNumber", data["asNumber"]),
         port=_int(f"{where}.port", data.get("port", 179), 1, 65535),
+        local_address=None
+        if data.get("localAddress") is None
+        else _ip(f"{where}.localAddress", data["localAddress"]),
         password=password,
         multihop_ttl=None if ttl is None else _int(f"{where}.multihop", ttl, 1, 255),
         passive=_bool(f"{where}.passive", data.get("passive", False)),

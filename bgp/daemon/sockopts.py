@@ -50,9 +50,7 @@ def md5sig_struct(
     return option, value
 
 
-def set_md5(
-    sock: socket.socket, target: IPAddress | Network, password: str | None
-) -> None:
+def set_md5(sock: socket.socket, target: IPAddress | Network, password: str | None) -> None:
     option, value = md5sig_struct(target, password, sock.family == socket.AF_INET6)
     sock.setsockopt(socket.IPPROTO_TCP, option, value)
 

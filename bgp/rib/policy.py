@@ -103,6 +103,7 @@ class ExportTarget:
     next_hop_v6: ipaddress.IPv6Address | None = None
     keep_original_next_hop: bool = False
     export_filter: PrefixFilter = PrefixFilter()
+    afis: frozenset[int] = frozenset({1, 2})  # address families negotiated on the session
 
 
 def import_reject_reason(
@@ -160,7 +161,7 @@ def export_attrs(
 ) -> PathAttributes | None:
     """The attributes to advertise to ``target``, or None when it must not get the path."""
     peer = target.source
-    if not may_export(source, attrs, peer):
+    if (2 if afi_v6 else 1) not in target.afis or not may_export(source, attrs, peer):
         return None
     self_hop: IPAddress | None = target.next_hop_v6 if afi_v6 else target.next_hop_v4
     if not peer.ibgp:
@@ -169,6 +170,8 @@ def export_attrs(
             next_hop = self_hop
         if next_hop is None:
             return None  # no usable next hop of this family on this session
+        if next_hop.version != (6 if afi_v6 else 4):
+            return None
         return dataclasses.replace(
             attrs,
             as_path=_prepend(attrs.as_path, local.local_as),

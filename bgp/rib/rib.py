@@ -62,7 +62,7 @@ class PeerRib:
 
 
 def _dest_key(prefix: Prefix) -> Prefix:
-    return prefix if not prefix.path_id else Prefix(prefix.network, 0)
+    return prefix if not prefix.path_id else prefix.with_path_id(0)
 
 
 class Rib:
