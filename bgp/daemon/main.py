@@ -13,7 +13,19 @@ from bgp.daemon.config import ConfigError, DaemonConfig, load_config
 log = logging.getLogger("bgp.main")
 
 
-async def run(config: DaemonConfig) -> int:
+def _reload(speaker, path: str) -> None:
+    """SIGHUP: re-read the file and apply the originated routes; other changes need a
+    restart (logged)."""
+    try:
+        new = load_config(path)
+    except (OSError, ConfigError) as e:
+        log.error("reload failed error=%r", str(e))
+        return
+    speaker.set_originate(new.originate)
+    log.info("reloaded originate=%d", len(new.originate))
+
+
+async def run(config: DaemonConfig, path: str | None = None) -> int:
     from bgp.daemon.speaker import Speaker
 
     speaker = Speaker(config)
@@ -31,6 +43,8 @@ async def run(config: DaemonConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if path is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, speaker, path)
     await stop.wait()
     log.info("stopping")
     await speaker.stop()
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ConfigError) as e:
         print(f"tabby-bgpd: {e}", file=sys.stderr)
         return 2
-    return asyncio.run(run(config))
+    return asyncio.run(run(config, args.config))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,12 @@ CONNECT_TIMEOUT = 10.0
 _KEEPALIVE_BYTES = encode_message(Keepalive())
 
 
+def _cap_code(cap: object) -> int:
+    # Unknown (and route-refresh) capabilities carry the code they arrived with.
+    code = getattr(cap, "cap", None)
+    return code if code is not None else cap.code  # type: ignore[attr-defined]
+
+
 class Session:
     def __init__(self, peer: Peer, fsm: Fsm, incoming: bool) -> None:
         self.peer = peer
@@ -282,6 +288,10 @@ class Session:
             self.feed(TcpConnectionFails(str(e)))
         except asyncio.CancelledError:
             pass
+        except Exception:
+            # A bug, not the peer's fault: say so loudly and reset the session cleanly.
+            log.exception("internal error peer=%s", self.peer.name)
+            self.feed(MessageError(6, 8))  # Cease/Out of Resources
 
     def _log_error(self, e: BgpError) -> None:
         log.warning(
@@ -314,7 +324,7 @@ class Session:
                 asn=msg.asn,
                 hold_time=msg.hold_time,
                 bgp_id=msg.bgp_id,
-                capabilities=frozenset(c.code for c in msg.capabilities),
+                capabilities=frozenset(_cap_code(c) for c in msg.capabilities),
                 message=msg,
             )
             if self.peer.collision_check(self, info):

@@ -11,7 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from bgp.daemon.config import DaemonConfig, PeerConfig
+from bgp.daemon.config import DaemonConfig, Originate, PeerConfig
 from bgp.daemon.peer import Peer
 from bgp.daemon.sockopts import set_md5, set_ttl
 from bgp.fsm import codes
@@ -53,9 +53,7 @@ class Speaker:
     # ---- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        for o in self.config.originate:
-            attrs = PathAttributes(origin=ORIGIN_IGP, communities=o.communities, med=o.med)
-            self.rib.originate(Prefix(o.prefix), attrs)
+        self.set_originate(self.config.originate)
         await self._listen()
         for pc in self.config.peers:
             self.add_peer(pc).start()
@@ -77,6 +75,23 @@ class Speaker:
                 await self._server.wait_closed()
         # Let the NOTIFICATIONs reach the wire before the loop ends.
         await asyncio.sleep(0.05)
+
+    def set_originate(self, originate: tuple[Originate, ...]) -> None:
+        """Make the originated routes exactly ``originate`` (start-up and SIGHUP reload)."""
+        wanted = {
+            Prefix(o.prefix): PathAttributes(
+                origin=ORIGIN_IGP, communities=o.communities, med=o.med
+            )
+            for o in originate
+        }
+        for prefix in [p for p in self.rib.originated if p not in wanted]:
+            self.rib.withdraw_originated(prefix)
+            log.info("route withdrawn prefix=%s", prefix)
+        for prefix, attrs in wanted.items():
+            old = self.rib.originated.get(prefix)
+            if old is None or old.attrs != attrs:
+                self.rib.originate(prefix, attrs)
+                log.info("route originated prefix=%s", prefix)
 
     @property
     def listen_port(self) -> int:
