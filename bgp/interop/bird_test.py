@@ -95,6 +95,10 @@ def peer_lines(net, idx, asn=BIRD_AS, v6=True, extra="") -> str:
     return out
 
 
+def both_up(tabby: Tabby, net, i: int) -> bool:
+    return tabby.established(net.v4(i)) and tabby.established(net.v6(i))
+
+
 @pytest.fixture
 def env():
     """(net, workdir, started) with everything started stopped at the end."""
