@@ -8,16 +8,14 @@ import time
 
 import pytest
 
-from bgp.interop.harness import Bird, Tabby, have_root_netns, lan, wait_for, workdir
+from bgp.interop.common import BIRD_AS, TABBY_AS, both_up, env_fixture, peer_lines, tabby_conf  # noqa: F401
+from bgp.interop.harness import Bird, Tabby, have_root_netns, wait_for
 
 pytestmark = [
     pytest.mark.skipif(have_root_netns() is not None, reason=str(have_root_netns())),
     pytest.mark.skipif(shutil.which("bird") is None, reason="bird (BIRD 2) not installed"),
     pytest.mark.timeout(120),
 ]
-
-TABBY_AS = 65001
-BIRD_AS = 65002
 
 
 def bird_conf(
@@ -66,51 +64,6 @@ protocol bgp t6 {{
 }}
 """
     return conf
-
-
-def tabby_conf(net, peers: str, extra: str = "", originate: str | None = None) -> str:
-    if originate is None:
-        originate = """
-  - {prefix: 10.1.0.0/24, communities: ["65001:42"], med: 10}
-  - {prefix: "fd00:1::/64"}"""
-    return f"""
-localAS: {TABBY_AS}
-routerID: {net.v4(0)}
-listenAddress: "::"
-listenPort: 179
-holdTime: 3
-connectRetryTime: 1
-originate:{originate}
-peers:{peers}
-{extra}
-"""
-
-
-def peer_lines(net, idx, asn=BIRD_AS, v6=True, extra="") -> str:
-    out = ""
-    for i in idx:
-        out += f"\n  - {{address: {net.v4(i)}, asNumber: {asn}{extra}}}"
-        if v6:
-            out += f'\n  - {{address: "{net.v6(i)}", asNumber: {asn}{extra}}}'
-    return out
-
-
-def both_up(tabby: Tabby, net, i: int) -> bool:
-    return tabby.established(net.v4(i)) and tabby.established(net.v6(i))
-
-
-@pytest.fixture
-def env():
-    """(net, workdir, started) with everything started stopped at the end."""
-    started: list = []
-    with workdir() as d, lan(4) as net:
-        try:
-            yield net, d, started
-        finally:
-            for proc in reversed(started):
-                proc.stop()
-            for log in sorted(d.glob("*.log")):  # shown by pytest only when a test fails
-                print(f"===== {log.name}\n{log.read_text(errors='replace')[-6000:]}")
 
 
 def test_ebgp_ipv4_ipv6_routes_both_ways_with_attributes_and_withdrawals(env):

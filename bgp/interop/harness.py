@@ -274,3 +274,95 @@ def workdir() -> Iterator[pathlib.Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+class GoBgp:
+    """gobgpd with a TOML config; its gRPC API stays inside the namespace (default port)."""
+
+    def __init__(self, ns: str, workdir: pathlib.Path, config: str, name: str = "gobgp"):
+        if shutil.which("gobgpd") is None:
+            raise RuntimeError("gobgpd is not installed")
+        self.ns = ns
+        self.name = name
+        self.conf = workdir / f"{name}.toml"
+        self.conf.write_text(config)
+        argv = ["gobgpd", "-f", str(self.conf), "-p", "--pprof-disable"]
+        self.proc = Proc(ns, argv, workdir / f"{name}.log")
+        try:
+            wait_for(f"{name} API", self._ready, 20)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if not self.proc.alive():
+            raise AssertionError(f"{self.name} exited: {self.proc.output()[-2000:]}")
+        return run("ip", "netns", "exec", self.ns, "gobgp", "global", check=False).returncode == 0
+
+    def cli(self, *args: str) -> str:
+        return run("ip", "netns", "exec", self.ns, "gobgp", *args, check=False).stdout
+
+    def rib(self, afi: str = "ipv4") -> dict:
+        """Global RIB as {prefix: [paths]} from ``gobgp global rib -a AFI -j``."""
+        import json
+
+        out = self.cli("global", "rib", "-a", afi, "-j")
+        return json.loads(out) if out.strip() else {}
+
+    def established(self, address: str) -> bool:
+        return "bgp state = established" in self.cli("neighbor", address).lower()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Frr:
+    """FRR bgpd without zebra (-Z, -n): its own config, pid file and vty socket dir."""
+
+    def __init__(self, ns: str, workdir: pathlib.Path, config: str, name: str = "frr"):
+        bgpd = "/usr/lib/frr/bgpd"
+        if not os.path.exists(bgpd):
+            raise RuntimeError("FRR bgpd is not installed")
+        self.ns = ns
+        self.name = name
+        self.vty = workdir / f"{name}-vty"
+        self.vty.mkdir()
+        self.conf = workdir / f"{name}.conf"
+        self.conf.write_text(config)
+        argv = [
+            bgpd, "-f", str(self.conf), "-i", str(workdir / f"{name}.pid"),
+            "--vty_socket", str(self.vty), "-Z", "-n", "-S", "-P", "0", "--log", "stdout",
+        ]  # fmt: skip
+        self.proc = Proc(ns, argv, workdir / f"{name}.log")
+        try:
+            wait_for(f"{name} vty socket", self._ready, 20)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if not self.proc.alive():
+            raise AssertionError(f"{self.name} exited: {self.proc.output()[-2000:]}")
+        return (self.vty / "bgpd.vty").exists()
+
+    def cli(self, command: str) -> str:
+        return run(
+            "ip", "netns", "exec", self.ns, "vtysh", "--vty_socket", str(self.vty),
+            "-d", "bgpd", "-c", command, check=False,
+        ).stdout  # fmt: skip
+
+    def json(self, command: str) -> dict:
+        import json
+
+        out = self.cli(command + " json")
+        try:
+            return json.loads(out)
+        except ValueError:
+            return {}
+
+    def established(self, address: str) -> bool:
+        n = self.json(f"show bgp neighbors {address}")
+        return n.get(address, {}).get("bgpState") == "Established"
+
+    def stop(self) -> None:
+        self.proc.stop()
