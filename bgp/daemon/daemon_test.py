@@ -233,3 +233,34 @@ def test_unknown_peer_is_rejected_with_cease_connection_rejected():
             await s.stop()
 
     asyncio.run(main())
+
+
+def test_simultaneous_connect_ends_with_one_stable_session():
+    async def main():
+        # Both sides active with tiny retry times: connections cross, collision
+        # resolution must leave exactly one Established session that stays up.
+        a_port = socket.socket()
+        a_port.bind(("127.0.0.1", 0))
+        pa = a_port.getsockname()[1]
+        a_port.close()
+        b = speaker(65002, "127.0.0.2", [{"address": "127.0.0.1", "asNumber": 65001, "port": pa}])
+        await b.start()
+        a = speaker(
+            65001,
+            "127.0.0.1",
+            [{"address": "127.0.0.2", "asNumber": 65002, "port": b.listen_port}],
+            listenPort=pa,
+        )
+        try:
+            await a.start()
+            pa_, pb_ = a.peers["127.0.0.2"], b.peers["127.0.0.1"]
+            await until("both Established", lambda: pa_.established and pb_.established)
+            since = (pa_.established_since, pb_.established_since)
+            await asyncio.sleep(2)
+            assert (pa_.established_since, pb_.established_since) == since
+            assert pa_.other is None and pb_.other is None
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(main())

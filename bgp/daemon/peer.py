@@ -131,7 +131,7 @@ class Peer:
         s = self.session
         if s.state is State.IDLE:
             s.feed(ManualStart())
-        if s.state in (State.CONNECT, State.ACTIVE):
+        if s.state is State.ACTIVE or (s.state is State.CONNECT and not s.connecting):
             s.incoming = True
             s.attach(reader, writer)
             s.feed(TcpConnectionConfirmed())
@@ -142,7 +142,9 @@ class Peer:
             writer.write(encode_message(note))
             writer.close()
             return
-        # OpenSent/OpenConfirm: keep both until an OPEN tells us the peer's identifier.
+        # Connect (our own attempt in flight), OpenSent, OpenConfirm: keep both until an
+        # OPEN tells us the peer's identifier. Closing our attempt now could close the
+        # very connection the peer has just accepted and adopted.
         fsm = Fsm(dataclasses.replace(self.fsm_config, passive=True, auto_restart=False))
         other = Session(self, fsm, incoming=True)
         self.other = other
@@ -155,7 +157,9 @@ class Peer:
         if self.other is None:
             return True
         partner = self.other if session is self.session else self.session
-        if partner.state in (State.IDLE, State.CONNECT, State.ACTIVE):
+        if partner.state in (State.IDLE, State.ACTIVE) or (
+            partner.state is State.CONNECT and not partner.connecting
+        ):
             # The partner has no live connection: no collision, just keep this one.
             if session is self.other:
                 self._promote(session)

@@ -106,6 +106,11 @@ class Session:
     def state(self) -> State:
         return self.fsm.state
 
+    @property
+    def connecting(self) -> bool:
+        """An outgoing connection attempt is in flight."""
+        return self._connect_task is not None
+
     def feed(self, event: Event) -> None:
         before = self.fsm.state
         actions = self.fsm.handle(event)
