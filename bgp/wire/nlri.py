@@ -9,13 +9,24 @@ from __future__ import annotations
 import struct
 
 from bgp.wire.errors import INVALID_NETWORK_FIELD, UPDATE_MESSAGE_ERROR, BgpError
-from bgp.wire.types import Prefix
+from bgp.wire.types import KEY_ADDR_SHIFT, KEY_PLEN_SHIFT, KEY_V6, Prefix
 
-_MASK = {
-    4: tuple((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)),
-    6: tuple(((1 << 128) - 1) ^ ((1 << (128 - n)) - 1) for n in range(129)),
+# Per version: shift placing an n-octet address at the key's address bits, the key
+# mask that clears host bits for a prefix length, and the length's key bits.
+_SHIFT = {
+    v: tuple(bits - 8 * n + KEY_ADDR_SHIFT for n in range(bits // 8 + 1))
+    for v, bits in ((4, 32), (6, 128))
 }
+_KEYMASK = {
+    v: tuple(
+        (((1 << bits) - 1) ^ ((1 << (bits - n)) - 1)) << KEY_ADDR_SHIFT for n in range(bits + 1)
+    )
+    for v, bits in ((4, 32), (6, 128))
+}
+_PLEN = tuple((n << KEY_PLEN_SHIFT) for n in range(129))
+_VBIT = {4: 0, 6: KEY_V6}
 _BITS = {4: 32, 6: 128}
+_ADDR_MASK = (1 << 128) - 1
 _new = object.__new__
 _from_bytes = int.from_bytes
 _pack_bi = struct.Struct("!BI").pack
@@ -37,7 +48,10 @@ def decode_prefixes(
     The caller picks the error: 3/10 for the UPDATE's own fields, 3/9 inside
     MP_REACH/MP_UNREACH (RFC 4760 7).
     """
-    masks = _MASK[version]
+    shifts = _SHIFT[version]
+    masks = _KEYMASK[version]
+    plens = _PLEN
+    vbit = _VBIT[version]
     bits = _BITS[version]
     out: list[Prefix] = []
     append = out.append
@@ -58,10 +72,10 @@ def decode_prefixes(
             raise BgpError(code, subcode, b"", f"{where}: prefix /{plen} truncated at {i}")
         p = _new(Prefix)
         p._key = (
-            version,
-            (_from_bytes(data[i + 1 : j], "big") << (bits - 8 * n)) & masks[plen],
-            plen,
-            path_id,
+            ((_from_bytes(data[i + 1 : j], "big") << shifts[n]) & masks[plen])
+            | plens[plen]
+            | vbit
+            | path_id
         )
         p._net = None
         append(p)
@@ -71,9 +85,12 @@ def decode_prefixes(
 
 def encode_prefix(prefix: Prefix, add_path: bool = False) -> bytes:
     """Wire form of one prefix (with its 4-octet path id when ADD-PATH is on)."""
-    version, address, plen, path_id = prefix._key
+    key = prefix._key
+    address = (key >> KEY_ADDR_SHIFT) & _ADDR_MASK
+    plen = (key >> KEY_PLEN_SHIFT) & 0xFF
+    path_id = key & 0xFFFFFFFF
     n = (plen + 7) >> 3
-    if version == 4:
+    if not key & KEY_V6:
         if add_path:
             return _pack_ibi(path_id, plen, address)[: 5 + n]
         return _pack_bi(plen, address)[: 1 + n]
