@@ -28,6 +28,7 @@ ENTRYPOINTS: dict[str, tuple[str, bool]] = {
     "tabby-ipam": ("cni.shim", True),
     "tabby-cni-service": ("cni.service", False),
     "tabby-install-cni": ("cni.install", False),
+    "tabby-bgpd": ("bgp.daemon.main", False),
 }
 
 

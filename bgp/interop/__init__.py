@@ -1,0 +1,1 @@
+"""Interop tests against real BGP speakers in network namespaces."""
