@@ -1,8 +1,13 @@
 """tabby-node: what the DaemonSet runs on every node.
 
 Registers the node (detected address, AS), creates the default pool on a fresh
-cluster, then starts and supervises the node's services (Felix, the BGP daemon, the
-CNI service) until it is told to stop.
+cluster, gives the node its VXLAN tunnel address when a pool needs one, then starts
+and supervises the node's services (Felix, the BGP daemon, the CNI service) until it
+is told to stop. Every socket and state file lives under ``--run-dir``, so several
+nodes can share one filesystem (namespaces on one machine).
+
+``tabby-node --health-check --run-dir DIR`` is the exec probe: exit 0 when the node
+and all its services run, 1 (with the reasons on stderr) otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 VERSION = "0.1.0"
+DEFAULT_RUN_DIR = "/var/run/tabby"
+DEFAULT_SERVICES = "felix,bgpd,cni"
 
 SERVICES = {
     "felix": "tabby-felix",
@@ -24,10 +32,12 @@ SERVICES = {
     "cni": "tabby-cni-service",
 }
 
+STATUS_INTERVAL_S = 1.0
+
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="tabby-node", description=__doc__)
+    p = argparse.ArgumentParser(prog="tabby-node", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--nodename", default=env("NODENAME") or socket.gethostname())
     p.add_argument("--etcd-endpoints", default=None)
@@ -44,16 +54,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-ipv4-pool-vxlan", default=env("TABBY_IPV4POOL_VXLAN", "Never"))
     p.add_argument(
         "--services",
-        default=env("TABBY_SERVICES", "felix,bgpd,cni"),
-        help="comma-separated: " + ", ".join(SERVICES),
+        default=env("TABBY_SERVICES"),
+        help=f"comma-separated, of {', '.join(SERVICES)} (default {DEFAULT_SERVICES}: "
+        "those whose executable, and for bgpd its config, exist)",
     )
     p.add_argument(
         "--bin-dir",
         default=str(pathlib.Path(sys.argv[0]).resolve().parent),
         help="where the service executables are (default: beside tabby-node)",
     )
+    p.add_argument(
+        "--run-dir",
+        default=env("TABBY_RUN_DIR", DEFAULT_RUN_DIR),
+        help="sockets and state of this node: felix.sock, cni.sock, mtu, status.json",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env("TABBY_FELIX_HEALTH_PORT", "9099")),
+        help="Felix's HTTP /liveness and /readiness port (on 127.0.0.1)",
+    )
+    p.add_argument("--bgpd-config", default=None, help="default: <run-dir>/bgpd.yaml")
+    for name in SERVICES:
+        p.add_argument(
+            f"--{name}-arg",
+            action="append",
+            default=[],
+            metavar="ARG",
+            help=f"extra argument for {SERVICES[name]} (repeatable)",
+        )
+    p.add_argument(
+        "--tunnel-interval",
+        type=float,
+        default=30.0,
+        help="seconds between VXLAN tunnel address reconciliations (0: only at start)",
+    )
     p.add_argument("--register-only", action="store_true", help="register and exit")
+    p.add_argument(
+        "--health-check", action="store_true", help="probe a running tabby-node and exit"
+    )
     return p
+
+
+def service_argv(
+    name: str, args: argparse.Namespace, run_dir: pathlib.Path, endpoints: list[str]
+) -> list[str]:
+    """The command line of one service: its paths under the run dir, then pass-through."""
+    exe = os.path.join(args.bin_dir, SERVICES[name])
+    extra = list(getattr(args, f"{name}_arg"))
+    if name == "felix":
+        argv = [
+            exe,
+            f"--node-name={args.nodename}",
+            f"--etcd-endpoints={','.join(endpoints)}",
+            f"--socket={run_dir / 'felix.sock'}",
+            f"--health-port={args.health_port}",
+        ]
+    elif name == "cni":
+        argv = [exe, f"--socket={run_dir / 'cni.sock'}"]
+    else:  # bgpd: its sockets (adminSocket) are named in its config file
+        argv = [exe, f"--config={bgpd_config(args, run_dir)}"]
+    return argv + extra
+
+
+def bgpd_config(args: argparse.Namespace, run_dir: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(args.bgpd_config) if args.bgpd_config else run_dir / "bgpd.yaml"
+
+
+def choose_services(
+    args: argparse.Namespace, run_dir: pathlib.Path, log: logging.Logger
+) -> list[str]:
+    """Requested services must be runnable (``ValueError`` says why); defaults that are
+    not (no executable, bgpd without a config) are skipped with a log line."""
+    explicit = args.services is not None
+    names = [s.strip() for s in (args.services or DEFAULT_SERVICES).split(",") if s.strip()]
+    chosen = []
+    for name in names:
+        if name not in SERVICES:
+            raise ValueError(f"unknown service {name!r} (known: {', '.join(SERVICES)})")
+        exe = os.path.join(args.bin_dir, SERVICES[name])
+        problem = ""
+        if not os.access(exe, os.X_OK):
+            problem = f"no executable {exe}"
+        elif name == "bgpd" and not bgpd_config(args, run_dir).exists():
+            problem = f"no BGP config {bgpd_config(args, run_dir)}"
+        if problem and explicit:
+            raise ValueError(f"service {name}: {problem}")
+        if problem:
+            log.info("service skipped name=%s reason=%r", name, problem)
+            continue
+        chosen.append(name)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,16 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"tabby-node {VERSION}")
         return 0
+    run_dir = pathlib.Path(args.run_dir)
+    if args.health_check:
+        from node.health import check
+
+        problems = check(run_dir)
+        for problem in problems:
+            print(f"tabby-node unhealthy: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log = logging.getLogger("tabby.node")
 
     from datastore.api import DatastoreError
-    from datastore.config import resolve_endpoints
+    from datastore.config import ENV_ENDPOINTS, resolve_endpoints
     from datastore.etcd import EtcdStore
     from datastore.resources import ResourceStore
+    from ipam.client import IPAMClient
+    from ipam.errors import IPAMError
     from node.autodetect import AutodetectError, autodetect
+    from node.health import snapshot, write_status
     from node.registration import ensure_default_pool, register_node
     from node.supervisor import Service, Supervisor
+    from node.tunnel import reconcile_vxlan_tunnel
 
     try:
         ipv4 = ""
@@ -83,27 +187,60 @@ def main(argv: list[str] | None = None) -> int:
         register_node(store, args.nodename, ipv4=ipv4, as_number=args.as_number)
         ensure_default_pool(store, args.default_ipv4_pool, args.default_ipv4_pool_vxlan)
     except (AutodetectError, DatastoreError, ValueError) as exc:
-        log.error("startup failed: %s", exc)
+        log.error("startup failed node=%s error=%r", args.nodename, str(exc))
         return 1
-    if args.register_only:
-        return 0
+    ipam = IPAMClient(store.kv)
 
-    env = dict(os.environ, NODENAME=args.nodename, TABBY_ETCD_ENDPOINTS=",".join(endpoints))
-    services = []
-    for name in filter(None, (s.strip() for s in args.services.split(","))):
-        if name not in SERVICES:
-            log.error("unknown service %r (known: %s)", name, ", ".join(SERVICES))
-            return 1
-        services.append(Service(name, [os.path.join(args.bin_dir, SERVICES[name])], env=env))
+    def reconcile_tunnel() -> bool:
+        try:
+            state = reconcile_vxlan_tunnel(store, ipam, args.nodename)
+        except (IPAMError, DatastoreError) as exc:
+            log.error("vxlan tunnel address failed node=%s error=%r", args.nodename, str(exc))
+            return False
+        log.info("vxlan tunnel node=%s addr=%s mac=%s",
+                 args.nodename, state.address or "-", state.mac or "-")  # fmt: skip
+        return True
+
+    tunnel_ok = reconcile_tunnel()
+    if args.register_only:
+        store.kv.close()
+        return 0 if tunnel_ok else 1
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        names = choose_services(args, run_dir, log)
+    except (OSError, ValueError) as exc:
+        log.error("startup failed node=%s error=%r", args.nodename, str(exc))
+        return 1
+    env = dict(
+        os.environ,
+        NODENAME=args.nodename,
+        TABBY_RUN_DIR=str(run_dir),
+        TABBY_FELIX_MTU_FILE=str(run_dir / "mtu"),
+        **{ENV_ENDPOINTS: ",".join(endpoints)},
+    )
+    services = [Service(n, service_argv(n, args, run_dir, endpoints), env=env) for n in names]
     supervisor = Supervisor(services)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     supervisor.start()
-    log.info("node services started node=%s services=%s", args.nodename, args.services)
-    stop.wait()
-    log.info("stopping node services")
+    log.info("node services started node=%s services=%s run_dir=%s",
+             args.nodename, ",".join(names) or "-", run_dir)  # fmt: skip
+    next_tunnel = time.monotonic() + args.tunnel_interval
+    while not stop.is_set():
+        try:
+            write_status(run_dir, snapshot(args.nodename, services))
+        except OSError as exc:
+            log.warning("status not written run_dir=%s error=%r", run_dir, str(exc))
+        if args.tunnel_interval > 0 and time.monotonic() >= next_tunnel:
+            reconcile_tunnel()
+            next_tunnel = time.monotonic() + args.tunnel_interval
+        stop.wait(STATUS_INTERVAL_S)
+    log.info("stopping node services node=%s", args.nodename)
     supervisor.stop()
+    (run_dir / "status.json").unlink(missing_ok=True)
+    store.kv.close()
     return 0
 
 

@@ -80,6 +80,9 @@ class Supervisor:
             self._check(svc, now)
 
     def start(self) -> None:
+        """Start every service now (so a status read right after sees them), then watch."""
+        self.run_once()
+
         def loop() -> None:
             while not self._stop.is_set():
                 self.run_once()
