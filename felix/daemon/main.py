@@ -46,6 +46,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="compute and serve the stream only; program nothing in the kernel",
     )
+    p.add_argument(
+        "--dataplane-netns",
+        default=env.get("TABBY_FELIX_DATAPLANE_NETNS") or None,
+        help="program this network namespace (`ip netns` name or /proc/PID/ns/net path) "
+        "instead of felix's own; etcd, the socket and health stay in felix's namespace",
+    )
+    p.add_argument(
+        "--mtu-file",
+        default=env.get("TABBY_FELIX_MTU_FILE", "/var/lib/tabby/mtu"),
+        help="where the pod MTU is published for the CNI plugin",
+    )
+    p.add_argument(
+        "--sysctl-root",
+        default=env.get("TABBY_FELIX_SYSCTL_ROOT", "/proc/sys"),
+        help="root of the sysctl tree (read inside the dataplane namespace)",
+    )
+    p.add_argument(
+        "--learned-routes-grace",
+        type=float,
+        default=float(env.get("TABBY_FELIX_LEARNED_ROUTES_GRACE", "90")),
+        help="seconds to keep unclaimed routes of ours after start-up unless the BGP "
+        "daemon's end-of-RIB comes first (0 when no BGP daemon runs)",
+    )
+    p.add_argument(
+        "--housekeeping-interval",
+        type=float,
+        default=float(env.get("TABBY_FELIX_HOUSEKEEPING_INTERVAL", "1.0")),
+        help="seconds between dataplane applies when nothing new arrives (picks up new "
+        "interfaces and runs the periodic route resync)",
+    )
     p.add_argument("--log-level", default=env.get("TABBY_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -58,9 +88,12 @@ def check_endpoint(url: str) -> None:
     parts.port  # noqa: B018 (raises ValueError on a bad port)
 
 
-def dataplane_settings(node: str, config: Mapping[str, str]) -> dict[str, Any]:
+def dataplane_settings(
+    node: str, config: Mapping[str, str], local: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """``felix.dataplane.DataplaneConfig`` fields from the effective FelixConfiguration
-    (the ConfigUpdate map, keyed by FelixConfigurationSpec field names)."""
+    (the ConfigUpdate map, keyed by FelixConfigurationSpec field names), plus ``local``:
+    what only this process knows (netns, file paths, from flags), which wins."""
     out: dict[str, Any] = {"hostname": node}
     ints = {"device_route_protocol": "route_protocol", "vxlan_vni": "vxlan_vni",
             "vxlan_port": "vxlan_port", "vxlan_mtu": "vxlan_mtu"}  # fmt: skip
@@ -74,10 +107,23 @@ def dataplane_settings(node: str, config: Mapping[str, str]) -> dict[str, Any]:
         out["interface_prefix"] = config["interface_prefix"]
     if config.get("route_refresh_interval"):
         out["resync_interval"] = float(parse_duration(config["route_refresh_interval"])) or 90.0
+    out.update(local or {})
     return out
 
 
-def load_managers(node: str) -> ManagerFactory | list[Manager]:
+def local_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """DataplaneConfig fields that come from this process's flags, not the datastore."""
+    return {
+        "netns": args.dataplane_netns,
+        "mtu_file": args.mtu_file,
+        "sysctl_root": args.sysctl_root,
+        "learned_routes_grace": args.learned_routes_grace,
+    }
+
+
+def load_managers(
+    node: str, local: Mapping[str, Any] | None = None
+) -> ManagerFactory | list[Manager]:
     """``felix.dataplane.build_managers``, built once the configuration is known."""
     try:
         from felix import dataplane
@@ -86,11 +132,20 @@ def load_managers(node: str) -> ManagerFactory | list[Manager]:
         return []
 
     def factory(config: dict[str, str]) -> list[Manager]:
-        settings = dataplane_settings(node, config)
+        settings = dataplane_settings(node, config, local)
         log.info("dataplane config %s", " ".join(f"{k}={v}" for k, v in settings.items()))
         return list(dataplane.build_managers(dataplane.DataplaneConfig(**settings)))
 
     return factory
+
+
+def check_netns(netns: str | None) -> None:
+    """Fail at start-up on a dataplane namespace that does not exist (no retry fixes it)."""
+    if netns is None:
+        return
+    path = netns if "/" in netns else f"/run/netns/{netns}"
+    if not os.path.exists(path):
+        raise ValueError(f"--dataplane-netns {netns!r}: {path} does not exist")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,11 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         log.error("cannot resolve etcd endpoints: %s", exc)
         return 2
-    managers = [] if args.no_dataplane else load_managers(args.node_name)
-    log.info("starting node=%s endpoints=%s socket=%s dataplane=%s",
-             args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane)  # fmt: skip
+    try:
+        check_netns(args.dataplane_netns)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    managers = [] if args.no_dataplane else load_managers(args.node_name, local_settings(args))
+    log.info("starting node=%s endpoints=%s socket=%s dataplane=%s netns=%s",
+             args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane,
+             args.dataplane_netns or "-")  # fmt: skip
 
-    core = FelixCore(args.node_name, managers)
+    core = FelixCore(args.node_name, managers, housekeeping=args.housekeeping_interval)
     core.start()
     grpc_server = serve(core, args.socket)
     health = serve_health(core, args.health_host, args.health_port)
