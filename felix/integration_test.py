@@ -9,6 +9,7 @@ process and temp file is removed also when a test fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -57,6 +58,16 @@ def wait_for(pred: Callable[[], object], what: str, timeout: float = WAIT, why=l
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{why()}")
         time.sleep(0.1)
+
+
+def _poll(pred: Callable[[], object], timeout: float) -> object:
+    """Like ``wait_for`` but returns False on timeout instead of failing."""
+    deadline = time.monotonic() + timeout
+    while not (got := pred()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return got
 
 
 class Felix:
@@ -196,6 +207,15 @@ def has_routes(ns: str, want: set[str], *sel: str) -> Callable[[], bool]:
     return lambda: want <= routes(ns, *sel)
 
 
+def read_file(path: str) -> str:
+    """The file's text, or "" while it does not exist yet."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def sysctl(ns: str, path: str) -> str:
     out = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/proc/sys/{path}"],
                          capture_output=True, text=True, timeout=10)  # fmt: skip
@@ -213,15 +233,24 @@ def route_monitor(ns: str) -> Iterator[Callable[[], list[str]]]:
         proc = subprocess.Popen(["ip", "-n", ns, "monitor", "route"], stdout=out, text=True)
         try:
             sentinel = "198.51.100.77"  # TEST-NET-2, inside this namespace only
-            ip("route", "add", "blackhole", sentinel, netns=ns)
 
             def events() -> list[str]:
                 out.seek(0)
                 return [ln for ln in out.read().splitlines() if ln.strip()]
 
-            wait_for(lambda: any(sentinel in e for e in events()), "ip monitor attached")
-            ip("route", "del", "blackhole", sentinel, netns=ns)
-            wait_for(lambda: len(events()) >= 2, "ip monitor saw the sentinel removal")
+            # `ip monitor` subscribes a moment after it starts: repeat the sentinel
+            # (bounded) until one is seen, then wait for its removal to show too.
+            for _ in range(20):
+                ip("route", "add", "blackhole", sentinel, netns=ns)
+                seen = any(sentinel in e for e in events()) or bool(
+                    _poll(lambda: any(sentinel in e for e in events()), 0.5)
+                )
+                ip("route", "del", "blackhole", sentinel, netns=ns)
+                if seen:
+                    break
+            else:
+                raise AssertionError("ip monitor never reported the sentinel route")
+            wait_for(lambda: "Deleted" in events()[-1], "ip monitor saw the sentinel removal")
             start = len(events())
             yield lambda: events()[start:]
         finally:
@@ -320,3 +349,70 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     )
     assert foreign in routes(node_ns)
     assert "Traceback" not in felix.log(), felix.log()
+
+
+# --- two nodes in different subnets, pods talk through VXLAN ----------------------------
+
+UPLINK_MTU = 1400
+
+
+@pytest.fixture
+def routed() -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """node-a (10.1.0.2/24) and node-b (10.2.0.2/24) behind a router namespace; a pod
+    namespace for each (plumbed later, once felix has published the MTU)."""
+    with contextlib.ExitStack() as stack:
+        router = stack.enter_context(temp_netns("tfir"))
+        ip("netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nodes, pods = {}, {}
+        for i, name in enumerate(("node-a", "node-b"), start=1):
+            nodes[name] = stack.enter_context(temp_netns("tfin"))
+            pods[name] = stack.enter_context(temp_netns("tfip"))
+            uplink(nodes[name], router, f"r{i}", f"10.{i}.0.2/24", f"10.{i}.0.1", UPLINK_MTU)
+        yield nodes, pods
+
+
+def ping(ns: str, dst: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+                           *extra, dst], capture_output=True, text=True, timeout=20)  # fmt: skip
+
+
+def test_pods_on_nodes_in_different_subnets_reach_each_other_through_vxlan(cluster, routed):
+    nodes, pods = routed
+    c = cluster
+    c.res.create(pool("vxlan-pool", "10.66.0.0/16", vxlan="CrossSubnet"))
+    macs = {"node-a": "66:00:00:00:01:0a", "node-b": "66:00:00:00:01:0b"}
+    for i, name in enumerate(nodes, start=1):
+        c.add_node(name, f"10.{i}.0.2/24", macs[name])
+    felixes = {name: c.felix(name, ns) for name, ns in nodes.items()}
+    for f in felixes.values():
+        f.wait_ready()
+
+    # The CNI plugin reads the MTU felix published, then plumbs the pod and writes its WEP.
+    pod_ips = {}
+    for name, f in felixes.items():
+        mtu = int(wait_for(lambda f=f: read_file(f.mtu_file), f"{name} mtu file", why=f.log))
+        assert mtu == UPLINK_MTU - 50
+        dev = ip("-d", "link", "show", "vxlan.tabby", netns=nodes[name])
+        assert f"mtu {UPLINK_MTU - 50}" in dev and "vxlan id 4096" in dev, dev
+        iface = f"cali{name[-1]}0"
+        pod_ips[name] = c.assign(f"k8s-pod-network.pod-{name}", name)
+        plumb_pod(nodes[name], pods[name], iface, pod_ips[name], mtu)
+        c.res.create(wep("default", f"pod-{name[-1]}", name, f"{pod_ips[name]}/32", iface=iface))
+
+    for name in nodes:
+        want = {f"{pod_ips[name]} dev cali{name[-1]}0 proto 80 scope link"}
+        wait_for(has_routes(nodes[name], want), f"{name} pod route",
+                 why=lambda n=name: routes(nodes[n]))  # fmt: skip
+        block = [r for r in routes(nodes[name], "proto", "80") if "vxlan.tabby" in r]
+        assert len(block) == 1 and "onlink" in block[0], routes(nodes[name])
+
+    for name, other in (("node-a", "node-b"), ("node-b", "node-a")):
+        res = ping(pods[name], pod_ips[other])
+        assert res.returncode == 0, f"{name} -> {other}: {res.stdout}{res.stderr}"
+    # Full-size packets at the published MTU pass with DF set: the MTU is right.
+    big = ping(pods["node-a"], pod_ips["node-b"], "-M", "do", "-s", str(UPLINK_MTU - 50 - 28))
+    assert big.returncode == 0, big.stdout + big.stderr
+    # ... and they really went through the tunnel (the VXLAN devices counted them).
+    for ns in nodes.values():
+        [dev] = json.loads(ip("-s", "-j", "link", "show", "vxlan.tabby", netns=ns))
+        assert dev["stats64"]["rx"]["packets"] >= 8 and dev["stats64"]["tx"]["packets"] >= 8
