@@ -331,13 +331,15 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     c.res.delete(WorkloadEndpoint, "node-a-k8s-pod-a-eth0", "default")
     c.ipam.release_by_handle("k8s-pod-network.pod-a")
     wait_for(lambda: pod_route not in routes(node_ns), "pod route removal")
+    # node-c leaves: its VTEP goes first (IPAM garbage collection comes later), and
+    # the route into the tunnel must not outlive the tunnel's neighbour entries.
+    vx = f"10.65.0.128/26 via {cn.spec.ipv4_vxlan_tunnel_addr} dev vxlan.tabby proto 80 onlink"
     c.res.delete(WorkloadEndpoint, "node-c-k8s-pod-c-eth0", "default")
+    c.res.delete(Node, "node-c")
+    wait_for(lambda: vx not in routes(node_ns), "VXLAN route removal", why=lambda: routes(node_ns))
     for handle in ("k8s-pod-network.pod-c", "vxlan-tunnel-addr-node-c"):
         c.ipam.release_by_handle(handle)
     c.ipam.release_node_affinities("node-c")
-    c.res.delete(Node, "node-c")
-    vx = f"10.65.0.128/26 via {cn.spec.ipv4_vxlan_tunnel_addr} dev vxlan.tabby proto 80 onlink"
-    wait_for(lambda: vx not in routes(node_ns), "VXLAN route removal", why=lambda: routes(node_ns))
     c.res.delete(WorkloadEndpoint, "node-b-k8s-pod-b-eth0", "default")
     for handle in ("k8s-pod-network.pod-b", "vxlan-tunnel-addr-node-b"):
         c.ipam.release_by_handle(handle)
