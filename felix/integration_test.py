@@ -340,10 +340,16 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     for handle in ("k8s-pod-network.pod-c", "vxlan-tunnel-addr-node-c"):
         c.ipam.release_by_handle(handle)
     c.ipam.release_node_affinities("node-c")
+
+    # node-b leaves while felix is down: the route it left behind goes after InSync.
+    felix.stop()
     c.res.delete(WorkloadEndpoint, "node-b-k8s-pod-b-eth0", "default")
     for handle in ("k8s-pod-network.pod-b", "vxlan-tunnel-addr-node-b"):
         c.ipam.release_by_handle(handle)
     c.ipam.release_node_affinities("node-b")
+    c.res.delete(Node, "node-b")
+    assert "10.65.0.64/26 via 10.0.1.6 dev eth0 proto 80" in routes(node_ns)
+    felix.start()
     wait_for(
         lambda: routes(node_ns, "proto", "80") == {"blackhole 10.65.0.0/26"},
         "only the local block left",
@@ -418,3 +424,16 @@ def test_pods_on_nodes_in_different_subnets_reach_each_other_through_vxlan(clust
     for ns in nodes.values():
         [dev] = json.loads(ip("-s", "-j", "link", "show", "vxlan.tabby", netns=ns))
         assert dev["stats64"]["rx"]["packets"] >= 8 and dev["stats64"]["tx"]["packets"] >= 8
+
+
+def test_missing_dataplane_namespace_fails_fast_naming_it(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "felix.daemon.main", "--node-name", "node-a",
+         "--etcd-endpoints", "http://127.0.0.1:9", "--socket", str(tmp_path / "f.sock"),
+         "--health-port", "0", "--dataplane-netns", "tfi-absent"],
+        capture_output=True, text=True, timeout=30, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--dataplane-netns 'tfi-absent': /run/netns/tfi-absent does not exist" in proc.stderr
+    assert not (tmp_path / "f.sock").exists()
