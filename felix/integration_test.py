@@ -358,6 +358,17 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     assert foreign in routes(node_ns)
     assert "Traceback" not in felix.log(), felix.log()
 
+    # A FelixConfiguration change the dataplane depends on: felix exits cleanly for its
+    # supervisor (the DaemonSet) to restart it with the new value; routes stay.
+    c.res.apply(felix_config("default", route_refresh_interval="5s"))
+    proc = felix.proc
+    assert proc is not None
+    assert proc.wait(10) == 0, felix.log()
+    assert "configuration changed; exiting to restart with it fields=resync_interval" in (
+        felix.log()
+    )
+    assert "blackhole 10.65.0.0/26 proto 80" in routes(node_ns)
+
 
 # --- two nodes in different subnets, pods talk through VXLAN ----------------------------
 

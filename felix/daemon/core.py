@@ -56,6 +56,7 @@ class FelixCore:
         min_backoff: float = 0.1,
         max_backoff: float = 10.0,
         housekeeping: float = 1.0,
+        config_changed: Callable[[dict[str, str], dict[str, str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hostname = hostname
@@ -74,6 +75,9 @@ class FelixCore:
         if housekeeping <= 0:
             raise ValueError(f"housekeeping interval must be > 0 seconds, got {housekeeping}")
         self._housekeeping = housekeeping
+        # Called (built config, new config) on the dataplane thread when the effective
+        # configuration differs from the one the managers were built with.
+        self._config_changed = config_changed
         self._clock = clock
         self._calc_lock = threading.Lock()
         # Everything below is guarded by _cond.
@@ -285,7 +289,12 @@ class FelixCore:
         ):
             config = dict(item.config_update.config)
             changed = sorted(k for k in config if config[k] != self._built_config.get(k))
-            if changed:
+            if changed and self._config_changed is not None:
+                try:
+                    self._config_changed(self._built_config, config)
+                except Exception:
+                    log.exception("config change handler failed fields=%s", ",".join(changed))
+            elif changed:
                 log.warning("felix configuration changed; restart tabby-felix to apply "
                             "fields=%s", ",".join(changed))  # fmt: skip
         try:

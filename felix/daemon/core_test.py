@@ -186,6 +186,30 @@ def test_managers_are_built_from_the_complete_snapshot_config_not_a_partial_one(
         core.stop()
 
 
+def test_config_change_after_build_is_reported_with_old_and_new_config():
+    seen: list[tuple[str, str]] = []
+    mgr = FlakyManager()
+    core = FelixCore(
+        "node-a",
+        lambda config: [mgr],
+        config_changed=lambda old, new: seen.append(
+            (old["route_refresh_interval"], new["route_refresh_interval"])
+        ),
+    )
+    core.start()
+    try:
+        load(core)
+        assert mgr.applied.wait(5)
+        assert seen == []  # the replay of the snapshot is not a change
+        core.on_updates([put(felix_config("default", route_refresh_interval="7s"))])
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [("90s", "7s")]
+    finally:
+        core.stop()
+
+
 def test_housekeeping_applies_without_new_messages_so_resync_and_late_interfaces_run():
     mgr = FlakyManager()
     core = FelixCore("node-a", [mgr], housekeeping=0.05)

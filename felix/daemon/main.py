@@ -4,6 +4,10 @@
 
 Node name: ``--node-name``, else ``$NODENAME``, else the hostname. Endpoints:
 ``datastore.config.resolve_endpoints`` (flag, environment, config file, default).
+``--dataplane-netns`` programs another network namespace while etcd, the socket and
+the health port stay in felix's own (how the tests run a "node" in a namespace).
+The dataplane is built from the configuration at InSync; when a FelixConfiguration
+change alters it later, felix exits 0 so its supervisor restarts it (as Calico does).
 """
 
 from __future__ import annotations
@@ -173,7 +177,26 @@ def main(argv: Sequence[str] | None = None) -> int:
              args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane,
              args.dataplane_netns or "-")  # fmt: skip
 
-    core = FelixCore(args.node_name, managers, housekeeping=args.housekeeping_interval)
+    stop = threading.Event()
+
+    def config_changed(built: dict[str, str], new: dict[str, str]) -> None:
+        """Managers are built once: a change they depend on needs a new process (as
+        Calico's Felix does, the DaemonSet restarts it); other fields are ignored."""
+        local = local_settings(args)
+        old_s = dataplane_settings(args.node_name, built, local)
+        new_s = dataplane_settings(args.node_name, new, local)
+        fields = sorted(k for k in new_s if new_s[k] != old_s.get(k))
+        if fields:
+            log.warning("felix configuration changed; exiting to restart with it fields=%s",
+                        ",".join(fields))  # fmt: skip
+            stop.set()
+
+    core = FelixCore(
+        args.node_name,
+        managers,
+        housekeeping=args.housekeeping_interval,
+        config_changed=None if args.no_dataplane else config_changed,
+    )
     core.start()
     grpc_server = serve(core, args.socket)
     health = serve_health(core, args.health_host, args.health_port)
@@ -181,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     syncer = Syncer(store, [keys.RESOURCES, keys.IPAM_BLOCKS], core)
     syncer.start()
 
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
