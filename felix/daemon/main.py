@@ -40,10 +40,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tabby-felix", description=__doc__.split("\n")[0])
     p.add_argument("--node-name", default=env.get("NODENAME") or socket.gethostname())
     p.add_argument("--etcd-endpoints", default=None, help="comma-separated etcd client URLs")
-    p.add_argument("--socket", default=env.get("TABBY_FELIX_SOCKET", DEFAULT_SOCKET))
+    p.add_argument(
+        "--socket",
+        default=env.get("TABBY_FELIX_SOCKET", DEFAULT_SOCKET),
+        help="unix socket for the gRPC services (CalcGraph, LearnedRoutes, EndpointStatus)",
+    )
     p.add_argument("--health-host", default=env.get("TABBY_FELIX_HEALTH_HOST", "127.0.0.1"))
     p.add_argument(
-        "--health-port", type=int, default=int(env.get("TABBY_FELIX_HEALTH_PORT", "9099"))
+        "--health-port",
+        type=int,
+        default=int(env.get("TABBY_FELIX_HEALTH_PORT", "9099")),
+        help="/liveness, /readiness, /metrics; 0 picks a free port (logged at start-up)",
     )
     p.add_argument(
         "--no-dataplane",
