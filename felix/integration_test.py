@@ -301,10 +301,13 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     with open(felix.mtu_file) as f:
         assert f.read().strip() == "1450"
 
-    # A pod arrives (CNI: veth first, then the endpoint): its /32 appears, the veth is up.
+    # A pod arrives. Its endpoint is written before the veth exists (a slow runtime,
+    # or a restarted felix racing the CNI plugin): with no further datastore event,
+    # the housekeeping apply must still find the veth. Its /32 appears, the veth is up.
     pod_ip = c.assign("k8s-pod-network.pod-a", "node-a")
-    plumb_pod(node_ns, pod_ns, "calia0", pod_ip)
     c.res.create(wep("default", "pod-a", "node-a", f"{pod_ip}/32", iface="calia0"))
+    time.sleep(0.5)  # felix has seen the endpoint and found no interface
+    plumb_pod(node_ns, pod_ns, "calia0", pod_ip)
     pod_route = f"{pod_ip} dev calia0 proto 80 scope link"
     wait_for(has_routes(node_ns, {pod_route}), "pod route", why=lambda: routes(node_ns))
     assert sysctl(node_ns, "net/ipv4/conf/calia0/proxy_arp") == "1"
