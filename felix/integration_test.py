@@ -280,7 +280,7 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     c.res.create(felix_config("default", route_refresh_interval="2s"))
     c.res.create(pool("default-pool", POOL, vxlan="CrossSubnet"))
     c.add_node("node-a", "10.0.1.5/24", "66:00:00:00:00:0a")
-    b = c.add_node("node-b", "10.0.1.6/24", "66:00:00:00:00:0b")  # same subnet: direct
+    c.add_node("node-b", "10.0.1.6/24", "66:00:00:00:00:0b")  # same subnet: direct
     cn = c.add_node("node-c", "10.0.2.7/24", "66:00:00:00:00:0c")  # other subnet: VXLAN
     c.add_pod("pod-b", "node-b", "calib0")
     c.add_pod("pod-c", "node-c", "calic0")
@@ -291,7 +291,6 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
         "10.65.0.64/26 via 10.0.1.6 dev eth0 proto 80",
         f"10.65.0.128/26 via {cn.spec.ipv4_vxlan_tunnel_addr} dev vxlan.tabby proto 80 onlink",
     }
-    assert b.spec.ipv4_vxlan_tunnel_addr.startswith("10.65.0.6")
 
     felix = c.felix("node-a", node_ns)
     felix.wait_ready()
@@ -311,15 +310,14 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     pod_route = f"{pod_ip} dev calia0 proto 80 scope link"
     wait_for(has_routes(node_ns, {pod_route}), "pod route", why=lambda: routes(node_ns))
     assert sysctl(node_ns, "net/ipv4/conf/calia0/proxy_arp") == "1"
-    assert ",UP," in ip("link", "show", "calia0", netns=node_ns).replace("<", ",").replace(">", ",")
+    [veth] = json.loads(ip("-j", "link", "show", "calia0", netns=node_ns))
+    assert "UP" in veth["flags"], veth
     assert foreign in routes(node_ns)
 
     # Deleted by hand: back after the next periodic resync (routeRefreshInterval 2s).
     ip("route", "del", "10.65.0.64/26", "proto", "80", netns=node_ns)
     assert "10.65.0.64/26 via 10.0.1.6 dev eth0 proto 80" not in routes(node_ns)
-    t0 = time.monotonic()
-    wait_for(has_routes(node_ns, expected), "resync to restore the route", timeout=8)
-    assert time.monotonic() - t0 < 6
+    wait_for(has_routes(node_ns, expected), "resync to restore the route", timeout=6)
 
     # Restart with nothing changed: not one route message, through a full resync too.
     before = routes(node_ns)
