@@ -326,7 +326,10 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
         felix.start()
         felix.wait_ready()
         time.sleep(3.0)  # > routeRefreshInterval: the periodic resync also finds nothing
-        assert events() == [], events()
+        # The kernel's own routes (IPv6 link-local on a veth that came up a moment
+        # ago, finishing address configuration now) are not route changes anyone made.
+        made = [e for e in events() if "proto kernel" not in e]
+        assert made == [], events()
     assert routes(node_ns) == before
 
     # Resources go, routes go; the foreign route and the rest stay.
