@@ -1,0 +1,148 @@
+"""``tabby-install-cni``: put the plugin executables and a conflist where the runtime looks.
+
+Runs on each node (the DaemonSet's init container, or by hand). Executables are
+written atomically (temp file + rename) because the runtime may be running the old
+one at that moment. The conflist uses Calico's keys and chains ``portmap`` the way
+Calico's default does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+from cni import config
+
+CONFLIST_NAME = "10-tabby.conflist"
+EXECUTABLES = ("tabby", "tabby-ipam")
+# The runtime may call the plugin for a config older than what this plugin speaks;
+# 1.0.0 is the newest containerd 1.6 / CRI-O 1.24 understand.
+DEFAULT_CONFLIST_VERSION = "1.0.0"
+
+
+def default_lib_dir() -> pathlib.Path:
+    """The directory holding the ``cni`` package this module was loaded from."""
+    # abspath, not resolve(): under Bazel the package is a tree of symlinks.
+    return pathlib.Path(os.path.abspath(__file__)).parent.parent
+
+
+def launcher(lib_dir: pathlib.Path, python: str) -> str:
+    # -S: the shim imports only the standard library; it re-enables site itself
+    # when it has to fall back to running the handler in-process.
+    return (
+        f"#!{python} -S\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(lib_dir)!r})\n"
+        "from cni.shim import main\n"
+        "sys.exit(main())\n"
+    )
+
+
+def _write_atomic(path: pathlib.Path, text: str, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def install_binaries(
+    bin_dir: pathlib.Path, lib_dir: pathlib.Path | None = None, python: str | None = None
+) -> list[pathlib.Path]:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    text = launcher(lib_dir or default_lib_dir(), python or os.path.realpath(sys.executable))
+    out = []
+    for name in EXECUTABLES:
+        path = bin_dir / name
+        _write_atomic(path, text, 0o755)
+        out.append(path)
+    return out
+
+
+def conflist(
+    *,
+    nodename: str = "",
+    mtu: int = 0,
+    etcd_endpoints: str = config.DEFAULT_ETCD_ENDPOINTS,
+    service_socket: str = config.DEFAULT_SERVICE_SOCKET,
+    policy_setup_timeout_seconds: int = 0,
+    log_level: str = "info",
+    cni_version: str = DEFAULT_CONFLIST_VERSION,
+    network_name: str = "k8s-pod-network",
+    ipv4: bool = True,
+    ipv6: bool = False,
+) -> dict:
+    plugin: dict = {
+        "type": "tabby",
+        "log_level": log_level,
+        "etcd_endpoints": etcd_endpoints,
+        "mtu": mtu,
+        "ipam": {
+            "type": config.IPAM_TYPE,
+            "assign_ipv4": "true" if ipv4 else "false",
+            "assign_ipv6": "true" if ipv6 else "false",
+        },
+        "policy_setup_timeout_seconds": policy_setup_timeout_seconds,
+        "cni_service_socket": service_socket,
+    }
+    if nodename:
+        plugin["nodename"] = nodename
+    return {
+        "name": network_name,
+        "cniVersion": cni_version,
+        "plugins": [
+            plugin,
+            {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def write_conflist(conf_dir: pathlib.Path, doc: dict) -> pathlib.Path:
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    path = conf_dir / CONFLIST_NAME
+    _write_atomic(path, json.dumps(doc, indent=2) + "\n", 0o644)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tabby-install-cni", description=__doc__)
+    p.add_argument("--bin-dir", required=True, type=pathlib.Path)
+    p.add_argument("--conf-dir", required=True, type=pathlib.Path)
+    p.add_argument("--lib-dir", type=pathlib.Path, help="where the tabby packages live")
+    p.add_argument("--etcd-endpoints", default=config.DEFAULT_ETCD_ENDPOINTS)
+    p.add_argument("--nodename", default="", help="default: the host name at run time")
+    p.add_argument("--mtu", type=int, default=0, help="0: Felix's published MTU, else 1500")
+    p.add_argument("--service-socket", default=config.DEFAULT_SERVICE_SOCKET)
+    p.add_argument("--policy-setup-timeout-seconds", type=int, default=0)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--cni-version", default=DEFAULT_CONFLIST_VERSION)
+    p.add_argument("--ipv6", action="store_true", help="also assign an IPv6 address")
+    args = p.parse_args(argv)
+    if args.cni_version not in config.SUPPORTED_VERSIONS:
+        p.error(f"--cni-version must be one of {', '.join(config.SUPPORTED_VERSIONS)}")
+    for path in install_binaries(args.bin_dir, args.lib_dir):
+        print(f"installed {path}")
+    doc = conflist(
+        nodename=args.nodename,
+        mtu=args.mtu,
+        etcd_endpoints=args.etcd_endpoints,
+        service_socket=args.service_socket,
+        policy_setup_timeout_seconds=args.policy_setup_timeout_seconds,
+        log_level=args.log_level,
+        cni_version=args.cni_version,
+        ipv6=args.ipv6,
+    )
+    print(f"wrote {write_conflist(args.conf_dir, doc)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,618 @@
+"""Block IPAM with node affinity over a ``KVStore``, every write a compare-and-swap.
+
+Pods get addresses from blocks affine to their node (few writes, and Felix/BGP route
+one block per node instead of one /32 per pod). The write order makes a crash at any
+point safe:
+
+* assign: handle count up first, then the block. A crash in between leaves a handle
+  count with no address behind it (``ipam check`` reports it); never an address that
+  no handle knows, never the same address twice (the block CAS decides).
+* release: block first, then the handle count down. A crash in between leaves a
+  handle count too high: harmless, and ``release_by_handle`` still clears it.
+* claim: affinity ``pending``, then create the block (the create is the arbiter
+  between nodes), then affinity ``confirmed``. A pending affinity found later is
+  finished or dropped.
+
+On an ambiguous failure (``Unavailable``: the write may or may not have landed) no
+count is taken back, so the handle never under-counts. ``Unavailable`` propagates
+unchanged for the CNI plugin to map to "try again".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from datastore.api import AlreadyExists, Conflict, KeyValue, KVStore, NotFound
+from datastore.keys import (
+    IPAM_AFFINITIES,
+    IPAM_BLOCKS,
+    affinity_key,
+    block_key,
+    cidr_from_key,
+    handle_key,
+    resource_key,
+    resource_prefix,
+)
+from ipam.block import AllocationBlock, IPAddress, IPNetwork, host_affinity
+from ipam.errors import (
+    AddressInUse,
+    CorruptRecord,
+    InvalidRequest,
+    IPAMError,
+    NotInPool,
+    PoolExhausted,
+    TooManyConflicts,
+)
+from ipam.pools import Pool, next_free_block, pool_for_ip, pool_from_resource, select_pools
+
+log = logging.getLogger("tabby.ipam")
+
+AFFINITY_CONFIRMED = "confirmed"
+AFFINITY_PENDING = "pending"
+AFFINITY_PENDING_DELETION = "pendingDeletion"
+
+
+@dataclass
+class AutoAssignRequest:
+    handle: str
+    node: str
+    num_ipv4: int = 1
+    num_ipv6: int = 0
+    ipv4_pools: list[str] = field(default_factory=list)
+    ipv6_pools: list[str] = field(default_factory=list)
+    attrs: dict[str, str] = field(default_factory=dict)
+    node_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AutoAssignResult:
+    ipv4: list[ipaddress.IPv4Interface] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IPAMConfig:
+    """The ``default`` IPAMConfiguration; absent means Calico's defaults."""
+
+    strict_affinity: bool = False
+    auto_allocate_blocks: bool = True
+    max_blocks_per_host: int = 0
+
+
+IPAM_CONFIG_KEY = resource_key("ipamconfigurations", "default")
+
+
+def _encode(d: dict) -> bytes:
+    return json.dumps(d, separators=(",", ":"), sort_keys=True).encode()
+
+
+class IPAMClient:
+    """Allocates and frees pod addresses. Thread-safe: all state lives in the store."""
+
+    def __init__(
+        self,
+        kv: KVStore,
+        *,
+        max_attempts: int = 32,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.kv = kv
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    # ================================================================ public API
+
+    def auto_assign(self, req: AutoAssignRequest) -> AutoAssignResult:
+        """Assign ``num_ipv4`` + ``num_ipv6`` addresses to ``req.handle`` on ``req.node``.
+
+        All or nothing: if one family cannot be served, what this call took is given
+        back before the error is raised.
+        """
+        if not req.handle:
+            raise InvalidRequest("auto_assign: field handle is empty")
+        if not req.node:
+            raise InvalidRequest("auto_assign: field node is empty")
+        if req.num_ipv4 < 0 or req.num_ipv6 < 0:
+            raise InvalidRequest("auto_assign: num_ipv4/num_ipv6 must not be negative")
+        t0 = time.monotonic()
+        cfg = self.config()
+        pools = self.pools()
+        got: list[tuple[IPAddress, int]] = []
+        try:
+            for version, n, requested in (
+                (4, req.num_ipv4, req.ipv4_pools),
+                (6, req.num_ipv6, req.ipv6_pools),
+            ):
+                if n:
+                    got += self._assign_family(version, n, requested, req, cfg, pools)
+        except BaseException:
+            self._rollback(req.handle, [ip for ip, _ in got])
+            raise
+        result = AutoAssignResult(
+            ipv4=[ipaddress.IPv4Interface(f"{ip}/{p}") for ip, p in got if ip.version == 4],
+            ipv6=[ipaddress.IPv6Interface(f"{ip}/{p}") for ip, p in got if ip.version == 6],
+        )
+        log.info(
+            "ipam assigned handle=%s node=%s ipv4=%s ipv6=%s ms=%.1f",
+            req.handle,
+            req.node,
+            ",".join(str(i) for i in result.ipv4) or "-",
+            ",".join(str(i) for i in result.ipv6) or "-",
+            (time.monotonic() - t0) * 1000,
+        )
+        return result
+
+    def assign_ip(
+        self, ip: str, handle: str, node: str, attrs: dict[str, str] | None = None
+    ) -> None:
+        """Assign one fixed address (e.g. from a pod annotation) to ``handle``.
+
+        ``NotInPool`` outside every enabled pool, ``AddressInUse`` if anybody holds it.
+        An unclaimed block is claimed for ``node`` first; a block affine to another
+        node is borrowed from unless strict affinity forbids it.
+        """
+        if not handle:
+            raise InvalidRequest("assign_ip: field handle is empty")
+        addr = _parse_ip(ip)
+        pool = pool_for_ip(self.pools(), addr)
+        if pool is None:
+            raise NotInPool(str(addr))
+        cidr = pool.block_for(addr)
+        cfg = self.config()
+        if self.kv.get(block_key(str(cidr))) is None:
+            self._claim(node, cidr, cfg)
+        bkey = block_key(str(cidr))
+        blk, _ = self._read_block(bkey) or (None, 0)
+        if blk is None:
+            raise IPAMError(f"block {cidr} for {addr} vanished while assigning; retry")
+        if blk.affinity != host_affinity(node) and (cfg.strict_affinity or blk.strict_affinity):
+            raise IPAMError(
+                f"address {addr} is in block {cidr} of {blk.affinity}; "
+                f"strict affinity forbids assigning it on node {node}"
+            )
+        holder = blk.holder(addr)
+        if holder is not None:
+            raise AddressInUse(str(addr), holder.handle_id)
+        self._handle_add(handle, str(cidr), 1)
+        done = False
+        try:
+            for attempt in range(self.max_attempts):
+                cur = self._read_block(bkey)
+                if cur is None:
+                    raise IPAMError(f"block {cidr} for {addr} vanished while assigning; retry")
+                blk, rev = cur
+                blk.assign(addr, handle, attrs)
+                try:
+                    self.kv.update(bkey, blk.to_json(), rev)
+                    done = True
+                    break
+                except Conflict:
+                    self._backoff(attempt)
+            else:
+                raise TooManyConflicts(bkey, self.max_attempts)
+        except (AddressInUse, IPAMError):
+            if not done:
+                self._handle_add(handle, str(cidr), -1)
+            raise
+        log.info("ipam assigned fixed ip=%s handle=%s node=%s", addr, handle, node)
+
+    def release_ips(self, ips: list[str]) -> list[str]:
+        """Free these addresses; returns the ones that were not allocated."""
+        addrs = [_parse_ip(ip) for ip in ips]
+        not_allocated: list[str] = []
+        by_block: dict[IPNetwork, list[IPAddress]] = {}
+        for version in sorted({a.version for a in addrs}):
+            blocks = self._block_cidrs(version)
+            for a in addrs:
+                if a.version != version:
+                    continue
+                home = next((b for b in blocks if a in b), None)
+                if home is None:
+                    not_allocated.append(str(a))
+                else:
+                    by_block.setdefault(home, []).append(a)
+        for cidr, block_ips in by_block.items():
+            missed, _ = self._release_in_block(cidr, block_ips, handle=None)
+            not_allocated += [str(a) for a in missed]
+        missed = set(not_allocated)
+        result = [str(a) for a in addrs if str(a) in missed]  # in the caller's order
+        if ips:
+            log.info("ipam released ips=%s not_allocated=%s", ",".join(ips), result)
+        return result
+
+    def release_by_handle(self, handle: str) -> list[str]:
+        """Free every address of ``handle``; unknown handle: nothing to do, ``[]``."""
+        kvh = self.kv.get(handle_key(handle))
+        if kvh is None:
+            return []
+        counts = self._decode_handle(kvh)
+        released: list[str] = []
+        for cidr in sorted(counts):
+            _, ips = self._release_in_block(ipaddress.ip_network(cidr), None, handle=handle)
+            released += [str(ip) for ip in ips]
+        # Whatever the counts said, nothing of this handle is left in those blocks.
+        self._handle_drop(handle, set(counts))
+        log.info("ipam released handle=%s ips=%s", handle, ",".join(released) or "-")
+        return released
+
+    def ips_by_handle(self, handle: str) -> list[str]:
+        kvh = self.kv.get(handle_key(handle))
+        if kvh is None:
+            return []
+        out: list[str] = []
+        for cidr in sorted(self._decode_handle(kvh)):
+            cur = self._read_block(block_key(cidr))
+            if cur is not None:
+                out += [str(ip) for ip in cur[0].ips_for_handle(handle)]
+        return out
+
+    def release_node_affinities(self, node: str) -> list[str]:
+        """Free the empty blocks of a node that is gone; returns their CIDRs.
+
+        Blocks still holding addresses keep their affinity (and show in ``ipam check``)
+        until those addresses are released and this runs again.
+        """
+        kvs, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/")
+        freed: list[str] = []
+        for akv in kvs:
+            cidr = cidr_from_key(akv.key)
+            if self._release_affinity(node, cidr, akv):
+                freed.append(cidr)
+        log.info("ipam released affinities node=%s blocks=%s", node, ",".join(freed) or "-")
+        return freed
+
+    # ============================================================ configuration
+
+    def config(self) -> IPAMConfig:
+        kvc = self.kv.get(IPAM_CONFIG_KEY)
+        if kvc is None:
+            return IPAMConfig()
+        try:
+            spec = json.loads(kvc.value).get("spec") or {}
+            return IPAMConfig(
+                strict_affinity=bool(spec.get("strictAffinity", False)),
+                auto_allocate_blocks=bool(spec.get("autoAllocateBlocks", True)),
+                max_blocks_per_host=int(spec.get("maxBlocksPerHost", 0) or 0),
+            )
+        except (ValueError, AttributeError, TypeError) as e:
+            raise CorruptRecord(IPAM_CONFIG_KEY, str(e)) from None
+
+    def pools(self) -> list[Pool]:
+        """Every IPPool in the store; an undecodable one is skipped with a warning."""
+        kvs, _ = self.kv.list(resource_prefix("ippools"))
+        out = []
+        for kvp in kvs:
+            try:
+                out.append(pool_from_resource(kvp.value))
+            except (ValueError, AttributeError, TypeError, KeyError) as e:
+                log.warning("ipam skipping bad pool key=%s err=%s", kvp.key, e)
+        return out
+
+    # ================================================================ assignment
+
+    def _assign_family(
+        self,
+        version: int,
+        n: int,
+        requested: list[str],
+        req: AutoAssignRequest,
+        cfg: IPAMConfig,
+        all_pools: list[Pool],
+    ) -> list[tuple[IPAddress, int]]:
+        pools = select_pools(all_pools, version, req.node_labels, requested)
+        got: list[tuple[IPAddress, int]] = []
+
+        def take(cidr: IPNetwork, borrow: bool) -> None:
+            ips = self._assign_in_block(cidr, n - len(got), req, borrow=borrow)
+            got.extend((ip, cidr.prefixlen) for ip in ips)
+
+        try:
+            # 1. Blocks this node already owns.
+            for cidr in self._affine_blocks(req.node, version, pools, cfg):
+                take(cidr, borrow=False)
+                if len(got) == n:
+                    return got
+            # 2. Claim fresh blocks while the pools have some.
+            while len(got) < n and cfg.auto_allocate_blocks:
+                cidr = self._claim_new_block(req.node, version, pools, cfg)
+                if cidr is None:
+                    break
+                take(cidr, borrow=False)
+            # 3. Borrow single addresses from other nodes' blocks.
+            if len(got) < n and not cfg.strict_affinity:
+                for cidr in self._block_cidrs(version):
+                    if not any(cidr.subnet_of(p.cidr) for p in pools):  # type: ignore[arg-type]
+                        continue
+                    take(cidr, borrow=True)
+                    if len(got) == n:
+                        break
+            if len(got) < n:
+                raise PoolExhausted([f"{p.name} ({p.cidr})" for p in pools], version)
+        except BaseException:
+            self._rollback(req.handle, [ip for ip, _ in got])
+            raise
+        return got
+
+    def _assign_in_block(
+        self, cidr: IPNetwork, n: int, req: AutoAssignRequest, *, borrow: bool
+    ) -> list[IPAddress]:
+        """Take up to ``n`` addresses from one block (handle first, then block)."""
+        bkey = block_key(str(cidr))
+        mine = host_affinity(req.node)
+        cur = self._read_block(bkey)
+        if cur is None or n <= 0:
+            return []
+        blk, _ = cur
+        if not borrow and blk.affinity != mine:
+            return []
+        if borrow and blk.affinity != mine and blk.strict_affinity:
+            return []
+        want = min(n, blk.free)
+        if want == 0:
+            return []
+        self._handle_add(req.handle, str(cidr), want)
+        got: list[IPAddress] = []
+        for attempt in range(self.max_attempts):
+            if cur is None:
+                break
+            blk, rev = cur
+            ips = blk.allocate(want, req.handle, req.attrs)
+            if not ips:
+                break
+            try:
+                self.kv.update(bkey, blk.to_json(), rev)
+                got = ips
+                break
+            except (Conflict, NotFound):
+                log.debug("ipam block conflict key=%s attempt=%d", bkey, attempt)
+                self._backoff(attempt)
+                cur = self._read_block(bkey)
+                if cur is not None and not borrow and cur[0].affinity != mine:
+                    cur = None
+        else:
+            self._handle_add(req.handle, str(cidr), -want)
+            raise TooManyConflicts(bkey, self.max_attempts)
+        if len(got) < want:
+            self._handle_add(req.handle, str(cidr), len(got) - want)
+        if borrow and got:
+            log.info("ipam borrowed block=%s owner=%s ips=%d", cidr, blk.affinity, len(got))
+        return got
+
+    def _rollback(self, handle: str, ips: list[IPAddress]) -> None:
+        """Give back what a failed request took; never masks the original error."""
+        if not ips:
+            return
+        try:
+            self.release_ips([str(ip) for ip in ips])
+            log.info("ipam rolled back handle=%s ips=%d", handle, len(ips))
+        except Exception as e:  # the original error matters more
+            log.warning("ipam rollback failed handle=%s ips=%s err=%s", handle, ips, e)
+
+    # ================================================================ affinity
+
+    def _affine_blocks(
+        self, node: str, version: int, pools: list[Pool], cfg: IPAMConfig
+    ) -> list[IPNetwork]:
+        """This node's blocks inside ``pools``, in pool order; finishes pending claims."""
+        kvs, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/ipv{version}/")
+        ranked: list[tuple[int, IPNetwork]] = []
+        for akv in kvs:
+            cidr = ipaddress.ip_network(cidr_from_key(akv.key))
+            rank = next(
+                (i for i, p in enumerate(pools) if cidr.subnet_of(p.cidr)),  # type: ignore[arg-type]
+                None,
+            )
+            if rank is None:
+                continue
+            state = self._affinity_state(akv)
+            if state == AFFINITY_PENDING_DELETION:
+                continue
+            if state == AFFINITY_PENDING and not self._claim(node, cidr, cfg):
+                continue
+            ranked.append((rank, cidr))
+        return [c for _, c in sorted(ranked, key=lambda rc: (rc[0], int(rc[1].network_address)))]
+
+    def _claim_new_block(
+        self, node: str, version: int, pools: list[Pool], cfg: IPAMConfig
+    ) -> IPNetwork | None:
+        """Claim the lowest free block of the first pool that has one."""
+        if cfg.max_blocks_per_host:
+            mine, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/ipv{version}/")
+            if len(mine) >= cfg.max_blocks_per_host:
+                log.info("ipam max blocks per host reached node=%s", node)
+                return None
+        taken = set(self._block_cidrs(version))
+        for pool in pools:
+            while (cand := next_free_block(pool, taken)) is not None:
+                if self._claim(node, cand, cfg):
+                    return cand
+                taken.add(cand)
+        return None
+
+    def _claim(self, node: str, cidr: IPNetwork, cfg: IPAMConfig) -> bool:
+        """Make ``cidr`` this node's block; False if another node owns it."""
+        akey = affinity_key(node, str(cidr))
+        bkey = block_key(str(cidr))
+        mine = host_affinity(node)
+        # AlreadyExists: our own earlier (crashed or concurrent) claim; carry it on.
+        with contextlib.suppress(AlreadyExists):
+            self.kv.create(akey, _encode({"state": AFFINITY_PENDING}))
+        try:
+            self.kv.create(bkey, AllocationBlock.new(cidr, mine, cfg.strict_affinity).to_json())
+            log.info("ipam claimed block=%s node=%s", cidr, node)
+        except AlreadyExists:
+            cur = self._read_block(bkey)
+            if cur is None or cur[0].affinity != mine:
+                self._delete_quietly(akey)
+                return False
+        self._set_affinity_state(akey, AFFINITY_CONFIRMED)
+        return True
+
+    def _release_affinity(self, node: str, cidr: str, akv: KeyValue) -> bool:
+        """Drop one affinity of ``node`` and its block if empty; False if not empty."""
+        bkey = block_key(cidr)
+        mine = host_affinity(node)
+        for attempt in range(self.max_attempts):
+            cur = self._read_block(bkey)
+            if cur is None or cur[0].affinity != mine:
+                break  # no block of ours: only the affinity record is left
+            blk, rev = cur
+            if not blk.is_empty():
+                log.info("ipam block not empty, keeping affinity block=%s node=%s", cidr, node)
+                return False
+            self._set_affinity_state(affinity_key(node, cidr), AFFINITY_PENDING_DELETION)
+            try:
+                self.kv.delete(bkey, rev)
+                break
+            except (Conflict, NotFound):
+                self._backoff(attempt)
+        else:
+            raise TooManyConflicts(bkey, self.max_attempts)
+        self._delete_quietly(akv.key)
+        return True
+
+    def _affinity_state(self, akv: KeyValue) -> str:
+        try:
+            return str(json.loads(akv.value).get("state", AFFINITY_CONFIRMED))
+        except (ValueError, AttributeError) as e:
+            raise CorruptRecord(akv.key, f"field state: {e}") from None
+
+    def _set_affinity_state(self, akey: str, state: str) -> None:
+        for attempt in range(self.max_attempts):
+            cur = self.kv.get(akey)
+            try:
+                if cur is None:
+                    self.kv.create(akey, _encode({"state": state}))
+                elif self._affinity_state(cur) != state:
+                    self.kv.update(akey, _encode({"state": state}), cur.mod_revision)
+                return
+            except (Conflict, AlreadyExists, NotFound):
+                self._backoff(attempt)
+        raise TooManyConflicts(akey, self.max_attempts)
+
+    # ================================================================ release
+
+    def _release_in_block(
+        self, cidr: IPNetwork, ips: list[IPAddress] | None, *, handle: str | None
+    ) -> tuple[list[IPAddress], list[IPAddress]]:
+        """Free ``ips`` (or all of ``handle``'s) in one block: block first, then handles.
+
+        Returns (not allocated, released).
+        """
+        bkey = block_key(str(cidr))
+        for attempt in range(self.max_attempts):
+            cur = self._read_block(bkey)
+            if cur is None:
+                return list(ips or []), []
+            blk, rev = cur
+            targets = ips if ips is not None else blk.ips_for_handle(handle or "")
+            missed, per_handle = blk.release(targets)
+            released = [ip for ip in targets if ip not in set(missed)]
+            if not released:
+                return missed, []
+            try:
+                self.kv.update(bkey, blk.to_json(), rev)
+                break
+            except (Conflict, NotFound):
+                self._backoff(attempt)
+        else:
+            raise TooManyConflicts(bkey, self.max_attempts)
+        if handle is None:  # release_by_handle fixes its own handle record afterwards
+            for h, count in per_handle.items():
+                self._handle_add(h, str(cidr), -count)
+        return missed, released
+
+    # ================================================================ handles
+
+    def _decode_handle(self, kvh: KeyValue) -> dict[str, int]:
+        try:
+            counts = json.loads(kvh.value)["block"]
+            return {str(c): int(v) for c, v in counts.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CorruptRecord(kvh.key, f"field block: {e}") from None
+
+    def _handle_add(self, handle: str, cidr: str, delta: int) -> None:
+        """Add ``delta`` to the handle's count for one block; drop it at zero."""
+        if delta == 0:
+            return
+        key = handle_key(handle)
+        for attempt in range(self.max_attempts):
+            cur = self.kv.get(key)
+            try:
+                if cur is None:
+                    if delta > 0:
+                        self.kv.create(key, _encode({"handleID": handle, "block": {cidr: delta}}))
+                    return
+                counts = self._decode_handle(cur)
+                counts[cidr] = counts.get(cidr, 0) + delta
+                if counts[cidr] <= 0:
+                    del counts[cidr]
+                if counts:
+                    body = _encode({"handleID": handle, "block": counts})
+                    self.kv.update(key, body, cur.mod_revision)
+                else:
+                    self.kv.delete(key, cur.mod_revision)
+                return
+            except (Conflict, AlreadyExists, NotFound):
+                self._backoff(attempt)
+        raise TooManyConflicts(key, self.max_attempts)
+
+    def _handle_drop(self, handle: str, cidrs: set[str]) -> None:
+        """Forget ``cidrs`` in the handle record; delete it when nothing is left."""
+        key = handle_key(handle)
+        for attempt in range(self.max_attempts):
+            cur = self.kv.get(key)
+            if cur is None:
+                return
+            counts = {c: v for c, v in self._decode_handle(cur).items() if c not in cidrs}
+            try:
+                if counts:
+                    body = _encode({"handleID": handle, "block": counts})
+                    self.kv.update(key, body, cur.mod_revision)
+                else:
+                    self.kv.delete(key, cur.mod_revision)
+                return
+            except (Conflict, NotFound):
+                self._backoff(attempt)
+        raise TooManyConflicts(key, self.max_attempts)
+
+    # ================================================================ helpers
+
+    def _read_block(self, bkey: str) -> tuple[AllocationBlock, int] | None:
+        kvb = self.kv.get(bkey)
+        if kvb is None:
+            return None
+        try:
+            return AllocationBlock.from_json(kvb.value), kvb.mod_revision
+        except ValueError as e:
+            raise CorruptRecord(bkey, str(e)) from None
+
+    def _block_cidrs(self, version: int) -> list[IPNetwork]:
+        """Every existing block of a family, lowest first (keys only are used)."""
+        kvs, _ = self.kv.list(f"{IPAM_BLOCKS}ipv{version}/")
+        nets = [ipaddress.ip_network(cidr_from_key(k.key)) for k in kvs]
+        return sorted(nets, key=lambda n: int(n.network_address))
+
+    def _delete_quietly(self, key: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.kv.delete(key)
+
+    def _backoff(self, attempt: int) -> None:
+        """Jittered exponential backoff so contending writers spread out."""
+        self._sleep(self._rng.uniform(0, min(0.05, 0.0005 * (2**attempt))))
+
+
+def _parse_ip(ip: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(ip.split("/", 1)[0].strip())
+    except ValueError:
+        raise InvalidRequest(f"not an IP address: {ip!r}") from None
