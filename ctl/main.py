@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ctl import resource_commands
+from ctl import bgp_commands, ipam_commands, resource_commands
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace")
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.set_defaults(func=resource_commands.cmd_get)
+
+    ipam_commands.add_commands(sub)
+    bgp_commands.add_commands(sub)
 
     p = sub.add_parser("version", help="print the client version")
     p.set_defaults(func=lambda args: print(f"tabbyctl {VERSION}") or 0)

@@ -15,15 +15,18 @@ from datastore.api import DatastoreError, NotFound, Unavailable
 from datastore.config import resolve_endpoints
 from datastore.etcd import EtcdStore
 from datastore.resources import ResourceStore
+from ipam.errors import IPAMError
 from model.codec import dump_documents, load_documents, parse_resource
 from model.errors import ValidationError
 from model.resources import Resource
 
-# Exceptions whose message is meant for the operator as it is.
+# Exceptions whose message is meant for the operator as it is (OSError covers a BGP
+# daemon that is not running: ctl.bgp_commands.BgpdUnavailable).
 REPORTABLE: tuple[type[Exception], ...] = (
     DatastoreError,
     ValidationError,
     UnknownKind,
+    IPAMError,
     OSError,
     yaml.YAMLError,
     ValueError,
@@ -44,11 +47,6 @@ def read_resources(path: str) -> list[Resource]:
     return [parse_resource(doc) for doc in docs]
 
 
-def _describe(res: Resource) -> str:
-    ns = f"{res.namespace}/" if res.namespace else ""
-    return f"{res.KIND}({ns}{res.name})"
-
-
 def _write_each(
     args: argparse.Namespace, verb: str, write: Callable[[ResourceStore, Resource], object]
 ) -> int:
@@ -64,7 +62,7 @@ def _write_each(
             raise  # nothing else will work either
         except (DatastoreError, ValidationError) as exc:
             failed += 1
-            print(f"error: {verb} {_describe(res)}: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)  # names the resource already
     for kind, count in sorted(done.items()):
         print(f"Successfully {verb} {count} '{kind}' resource(s)")
     return 1 if failed else 0

@@ -7,18 +7,27 @@ server gets its own ports and directory and only ever kills its own process.
     with EtcdServer() as etcd:
         store = EtcdStore([etcd.endpoint])
 
-or, in pytest, request the module-scoped ``etcd_server`` fixture.
+or, in pytest, load this module as a plugin and request the module-scoped fixture:
+
+    pytest_plugins = ["datastore.etcd_fixture"]
+
+    def test_x(etcd_server: EtcdServer) -> None: ...
+
+(PYTEST_DONT_REWRITE: the module has no test asserts, and tests import it before
+pytest loads it as a plugin.)
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import http.client
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +42,17 @@ log = logging.getLogger(__name__)
 ETCD_BINARY = "/usr/bin/etcd"
 _START_TIMEOUT = 20.0
 _START_ATTEMPTS = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL etcd if the test process dies first (no orphans on a shared box).
+
+    Linux ties this to the thread that started etcd, so start servers from the main thread.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -130,6 +150,7 @@ class EtcdServer:
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,  # a Ctrl-C to pytest must not race our own cleanup
+                preexec_fn=_die_with_parent,
             )
         finally:
             logfile.close()

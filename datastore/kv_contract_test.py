@@ -24,8 +24,10 @@ from datastore.api import (
     WatchEvent,
 )
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer, etcd_server  # noqa: F401 - pytest fixture
+from datastore.etcd_fixture import EtcdServer
 from datastore.memory import MemoryStore
+
+pytest_plugins = ["datastore.etcd_fixture"]  # the etcd_server fixture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -301,3 +303,16 @@ def test_cancel_ends_an_idle_watch_promptly(store: KVStore, prefix: str) -> None
     assert not c.thread.is_alive()
     assert elapsed < 1.0
     assert c.error is None
+
+
+def test_watch_from_a_future_revision_starts_there(store: KVStore, prefix: str) -> None:
+    _, rev = store.list(prefix)
+    c = _Collector(store, prefix, rev + 2)
+    try:
+        store.create(prefix + "early", b"1")  # rev + 1: before the start
+        r2 = store.create(prefix + "later", b"2")
+        events = c.wait_for(1)
+        time.sleep(0.1)  # an early event would be delivered first; give it the chance
+    finally:
+        c.stop()
+    assert c.events == events == [WatchEvent(PUT, prefix + "later", b"2", r2)]

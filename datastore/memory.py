@@ -108,7 +108,7 @@ class MemoryStore:
     def _emit(self, event: WatchEvent) -> None:
         self._history.append(event)
         for w in self._watches:
-            if event.key.startswith(w.prefix):
+            if event.key.startswith(w.prefix) and event.mod_revision >= w.start_revision:
                 w._queue.put([event])
 
     # --- watch and compaction ------------------------------------------------------

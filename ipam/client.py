@@ -195,7 +195,7 @@ class IPAMClient:
                     self.kv.update(bkey, blk.to_json(), rev)
                     done = True
                     break
-                except Conflict:
+                except (Conflict, NotFound):
                     self._backoff(attempt)
             else:
                 raise TooManyConflicts(bkey, self.max_attempts)
@@ -461,15 +461,20 @@ class IPAMClient:
         """Drop one affinity of ``node`` and its block if empty; False if not empty."""
         bkey = block_key(cidr)
         mine = host_affinity(node)
+        marked = False
         for attempt in range(self.max_attempts):
             cur = self._read_block(bkey)
             if cur is None or cur[0].affinity != mine:
                 break  # no block of ours: only the affinity record is left
             blk, rev = cur
             if not blk.is_empty():
+                if marked:  # someone allocated meanwhile: the node keeps its block
+                    self._set_affinity_state(akv.key, AFFINITY_CONFIRMED)
                 log.info("ipam block not empty, keeping affinity block=%s node=%s", cidr, node)
                 return False
-            self._set_affinity_state(affinity_key(node, cidr), AFFINITY_PENDING_DELETION)
+            if not marked:
+                self._set_affinity_state(akv.key, AFFINITY_PENDING_DELETION)
+                marked = True
             try:
                 self.kv.delete(bkey, rev)
                 break

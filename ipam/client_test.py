@@ -1,6 +1,7 @@
-"""IPAMClient behaviour against an in-memory store with etcd's CAS semantics.
+"""IPAMClient behaviour: every scenario runs against a real etcd and the memory store.
 
-The same scenarios run against a real etcd in ``client_etcd_test.py``.
+etcd is the integration that matters; the memory store (same CAS semantics) keeps
+the logic quick to iterate on and tells a logic bug from a transport bug.
 """
 
 from __future__ import annotations
@@ -10,17 +11,32 @@ import json
 
 import pytest
 
+from datastore.api import Unavailable
+from datastore.etcd import EtcdStore
+from datastore.etcd_fixture import EtcdServer, etcd_server  # noqa: F401 (pytest fixture)
 from datastore.keys import IPAM_AFFINITIES, IPAM_BLOCKS, affinity_key, block_key, handle_key
 from datastore.memory import MemoryStore
 from ipam.block import AllocationBlock
 from ipam.client import AutoAssignRequest, IPAMClient
-from ipam.errors import AddressInUse, InvalidRequest, NoSuitablePool, NotInPool, PoolExhausted
-from ipam.testing import RacingStore, put_ipam_config, put_pool
+from ipam.errors import (
+    AddressInUse,
+    CorruptRecord,
+    InvalidRequest,
+    IPAMError,
+    NoSuitablePool,
+    NotInPool,
+    PoolExhausted,
+)
+from ipam.testing import RacingStore, put_ipam_config, put_pool, wipe
 
 
-@pytest.fixture
-def kv():
-    store = MemoryStore()
+@pytest.fixture(params=["memory", "etcd"])
+def kv(request):
+    if request.param == "memory":
+        store = MemoryStore()
+    else:
+        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
+        wipe(store)
     try:
         yield store
     finally:
@@ -282,3 +298,106 @@ def test_invalid_requests_name_the_field(kv):
         c.auto_assign(_req(""))
     with pytest.raises(InvalidRequest, match="node"):
         c.auto_assign(AutoAssignRequest(handle="h", node=""))
+
+
+def test_cas_conflict_on_handle_is_retried_and_loses_nothing(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 26)
+    c = IPAMClient(kv)
+    c.auto_assign(_req("net.shared"))  # the handle record exists now
+
+    def second_writer() -> None:  # the same handle gains an address elsewhere meanwhile
+        IPAMClient(kv).assign_ip("10.65.9.9", "net.shared", "node-a")
+
+    racing = RacingStore(kv, handle_key("net.shared"), second_writer)
+    got = IPAMClient(racing).auto_assign(_req("net.shared")).ipv4[0]
+    assert racing.fired == 1
+    assert sorted(c.ips_by_handle("net.shared")) == sorted(["10.65.0.0", str(got.ip), "10.65.9.9"])
+    assert json.loads(kv.get(handle_key("net.shared")).value)["block"] == {
+        "10.65.0.0/26": 2,
+        "10.65.9.0/26": 1,
+    }
+
+
+def test_datastore_unavailable_on_block_write_passes_through_and_never_undercounts(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 26)
+    IPAMClient(kv).auto_assign(_req("net.warm"))
+
+    def etcd_goes_away() -> None:
+        raise Unavailable("etcd at http://127.0.0.1:1 unreachable: connection refused")
+
+    failing = RacingStore(kv, IPAM_BLOCKS, etcd_goes_away)
+    with pytest.raises(Unavailable, match="unreachable"):
+        IPAMClient(failing).auto_assign(_req("net.c1"))
+    # The write may or may not have landed, so the handle keeps its count ...
+    assert json.loads(kv.get(handle_key("net.c1")).value)["block"] == {"10.65.0.0/26": 1}
+    assert _block(kv, "10.65.0.0/26").handle_counts() == {"net.warm": 1}
+    # ... and the CNI DEL that follows (release by handle) clears it all.
+    assert IPAMClient(kv).release_by_handle("net.c1") == []
+    assert kv.get(handle_key("net.c1")) is None
+
+
+def test_corrupt_block_is_an_error_naming_key_and_field(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 26)
+    kv.create(affinity_key("node-a", "10.65.0.0/26"), b'{"state":"confirmed"}')
+    kv.create(block_key("10.65.0.0/26"), b'{"cidr":"10.65.0.0/26","allocations":[]}')
+    with pytest.raises(CorruptRecord, match=r"blocks/ipv4/10\.65\.0\.0-26: field allocations"):
+        IPAMClient(kv).auto_assign(_req("net.c1"))
+
+
+def test_strict_affinity_forbids_fixed_ip_in_another_nodes_block(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 26)
+    put_ipam_config(kv, strict_affinity=True)
+    c = IPAMClient(kv)
+    c.auto_assign(_req("net.b", node="node-b"))  # node-b owns 10.65.0.0/26
+    with pytest.raises(IPAMError, match="strict affinity forbids"):
+        c.assign_ip("10.65.0.5", "net.a", "node-a")
+    assert kv.get(handle_key("net.a")) is None
+
+
+def test_auto_allocate_blocks_off_and_max_blocks_per_host(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 30)
+    put_ipam_config(kv, maxBlocksPerHost=1)
+    c = IPAMClient(kv)
+    c.auto_assign(_req("net.1", num_ipv4=4))  # fills node-a's one block
+    c.auto_assign(_req("net.b", node="node-b"))
+    # No second block for node-a: it borrows from node-b's instead.
+    got = c.auto_assign(_req("net.2")).ipv4[0]
+    assert str(got.network) == "10.65.0.4/30"
+    put_ipam_config(kv, strict_affinity=True, autoAllocateBlocks=False)
+    with pytest.raises(PoolExhausted):
+        c.auto_assign(_req("net.c", node="node-c"))
+
+
+def test_unreachable_etcd_raises_unavailable_then_recovers():
+    with EtcdServer() as etcd:
+        store = EtcdStore([etcd.endpoint], timeout=1.0)
+        try:
+            put_pool(store, "default", "10.65.0.0/16", 26)
+            c = IPAMClient(store)
+            c.auto_assign(_req("net.1"))
+            etcd.stop()
+            with pytest.raises(Unavailable):
+                c.auto_assign(_req("net.2"))
+            etcd.start()
+            got = c.auto_assign(_req("net.3")).ipv4[0]
+            assert str(got.ip) == "10.65.0.1"
+            assert c.ips_by_handle("net.2") == []
+        finally:
+            store.close()
+
+
+def test_release_node_affinities_keeps_block_that_gains_an_address_meanwhile(kv):
+    put_pool(kv, "default", "10.65.0.0/16", 26)
+    c = IPAMClient(kv)
+    c.auto_assign(_req("net.1"))
+    c.release_by_handle("net.1")
+
+    def late_pod() -> None:  # a fixed address lands between the read and the delete
+        IPAMClient(kv).assign_ip("10.65.0.7", "net.late", "node-b")
+
+    racing = RacingStore(kv, block_key("10.65.0.0/26"), late_pod)
+    assert IPAMClient(racing).release_node_affinities("node-a") == []
+    assert racing.fired == 1
+    assert c.ips_by_handle("net.late") == ["10.65.0.7"]
+    state = json.loads(kv.get(affinity_key("node-a", "10.65.0.0/26")).value)["state"]
+    assert state == "confirmed"

@@ -6,16 +6,20 @@ resource JSON with camelCase spec fields). Only what IPAM needs is kept.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ipam.block import IPNetwork
 from ipam.errors import NoSuitablePool
+from model.selector import Selector, SelectorSyntaxError
+from model.selector import parse as parse_selector
 
 DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
+# A block stores one entry per address; Calico's limits (/20 IPv4, /116 IPv6) cap it.
+MAX_BLOCK_BITS = 12
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ def pool_from_resource(raw: bytes | str) -> Pool:
     size = spec.get("blockSize") or DEFAULT_BLOCK_SIZE[cidr.version]
     if not isinstance(size, int) or not cidr.prefixlen <= size <= cidr.max_prefixlen:
         raise ValueError(f"IPPool {name}: field spec.blockSize: {size!r} does not fit {cidr}")
+    if cidr.max_prefixlen - size > MAX_BLOCK_BITS:
+        raise ValueError(
+            f"IPPool {name}: field spec.blockSize: /{size} blocks are too large "
+            f"(at most {2**MAX_BLOCK_BITS} addresses per block)"
+        )
     return Pool(
         name=name,
         cidr=cidr,
@@ -147,44 +156,20 @@ def _norm_cidr(s: str) -> str:
 
 
 # --- node selectors -------------------------------------------------------------------
-# The one place IPAM evaluates selectors. Prefers model.selector (the full Calico
-# selector language); until that lands, a small subset: all(), has(k), k == 'v',
-# k != 'v', joined by &&. Anything else does not match (never over-allocates).
-
-_TERM = re.compile(
-    r"""^\s*(?:
-        (?P<all>all\(\s*\))
-      | has\(\s*(?P<has>[\w./-]+)\s*\)
-      | (?P<key>[\w./-]+)\s*(?P<op>==|!=)\s*(?P<q>['"])(?P<val>[^'"]*)(?P=q)
-    )\s*$""",
-    re.VERBOSE,
-)
 
 
 def node_selected(selector: str, labels: dict[str, str]) -> bool:
-    """Whether a pool's ``nodeSelector`` matches a node's labels."""
-    selector = (selector or "").strip()
-    if selector in ("", "all()"):
-        return True
+    """Whether a pool's ``nodeSelector`` matches a node's labels (Calico's language).
+
+    A selector that does not parse matches nothing: never hand out addresses from a
+    pool the operator meant to restrict. Validation rejects such pools on write.
+    """
     try:
-        from model import selector as model_selector  # type: ignore[attr-defined]
-    except ImportError:
-        return _fallback_selected(selector, labels)
-    return bool(model_selector.parse(selector).evaluate(labels))
+        return bool(_parse_selector(selector or "").evaluate(labels))
+    except SelectorSyntaxError:
+        return False
 
 
-def _fallback_selected(selector: str, labels: dict[str, str]) -> bool:
-    for term in selector.split("&&"):
-        m = _TERM.match(term)
-        if m is None:
-            return False
-        if m.group("all"):
-            continue
-        if m.group("has") is not None:
-            if m.group("has") not in labels:
-                return False
-            continue
-        have = labels.get(m.group("key"))
-        if (m.group("op") == "==") != (have == m.group("val")):
-            return False
-    return True
+@functools.lru_cache(maxsize=256)
+def _parse_selector(text: str) -> Selector:
+    return parse_selector(text)

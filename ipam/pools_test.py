@@ -31,6 +31,12 @@ def test_pool_from_resource_rejects_block_size_larger_than_pool():
         pool_from_resource(json.dumps(bad))
 
 
+def test_pool_from_resource_rejects_huge_blocks():
+    bad = {"metadata": {"name": "p6"}, "spec": {"cidr": "fd00::/48", "blockSize": 64}}
+    with pytest.raises(ValueError, match=r"IPPool p6: field spec.blockSize: /64 blocks"):
+        pool_from_resource(json.dumps(bad))
+
+
 def test_next_free_block_skips_taken_and_ends():
     p = _pool("p", "10.0.0.0/28", 30)
     assert next_free_block(p, []) == net("10.0.0.0/30")
@@ -59,6 +65,8 @@ def test_pool_for_ip_only_enabled():
         ("rack != 'r1'", {}, True),
         ("has(edge)", {"edge": ""}, True),
         ('has(edge) && zone == "z"', {"edge": "1", "zone": "y"}, False),
+        ("zone in {'a', 'b'} || !has(edge)", {"zone": "c"}, True),
+        ("zone ==", {"zone": ""}, False),  # does not parse: matches nothing
     ],
 )
 def test_node_selected(selector, labels, want):

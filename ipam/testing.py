@@ -104,3 +104,10 @@ class RacingStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def wipe(kv: KVStore, prefix: str = "/tabby/") -> None:
+    """Delete every key under ``prefix`` (a shared test etcd between tests)."""
+    kvs, _ = kv.list(prefix)
+    for item in kvs:
+        kv.delete(item.key)

@@ -23,6 +23,7 @@ PACKAGES = ["proto", "model", "datastore", "ipam", "ctl", "cni", "felix", "bgp",
 ENTRYPOINTS: dict[str, tuple[str, bool]] = {
     "tabbyctl": ("ctl.main", False),
     "tabby-node": ("node.main", False),
+    "tabby-felix": ("felix.daemon.main", False),
     "tabby": ("cni.shim", True),
     "tabby-ipam": ("cni.shim", True),
     "tabby-cni-service": ("cni.service", False),

@@ -1,0 +1,162 @@
+"""FelixCore without a datastore: managers fed in order, failed applies retried with
+backoff, readiness and endpoint readiness only after a successful apply."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from datastore import keys
+from felix.calc.testing import node, pool, wep
+from felix.daemon.core import FelixCore
+from model.codec import resource_to_dict
+from model.resources import Resource
+from proto import calc_pb2, felix_services_pb2
+
+
+@dataclass
+class Update:
+    key: str
+    value: bytes | None
+    revision: int = 1
+
+
+def put(res: Resource) -> Update:
+    key = keys.resource_key(type(res).PLURAL, res.name, res.namespace)
+    return Update(key, json.dumps(resource_to_dict(res)).encode())
+
+
+class FlakyManager:
+    """Records updates; its first ``failures`` applies raise, like a busy kernel."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.updates: list[calc_pb2.ToDataplane] = []
+        self.learned: list[object] = []
+        self.applies = 0
+        self.threads: set[str] = set()
+        self.applied = threading.Event()
+
+    def on_update(self, msg: calc_pb2.ToDataplane) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.updates.append(msg)
+
+    def on_learned(self, msg: felix_services_pb2.LearnedRouteMessage) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.learned.append(msg)
+
+    def on_learned_reset(self) -> None:
+        self.learned.append("reset")
+
+    def apply(self) -> None:
+        self.applies += 1
+        if self.failures:
+            self.failures -= 1
+            raise OSError("netlink busy")
+        self.applied.set()
+
+
+WEP_KEY = ("k8s", "default/pod", "eth0")
+
+
+def start(mgr: FlakyManager) -> FelixCore:
+    core = FelixCore("node-a", [mgr], min_backoff=0.05, max_backoff=0.2)
+    core.start()
+    return core
+
+
+def load(core: FelixCore) -> None:
+    core.on_status("wait-for-ready")
+    core.on_updates([put(node("node-a", "10.0.1.5/24")), put(pool("p", "10.65.0.0/16")),
+                     put(wep("default", "pod", "node-a", "10.65.0.2/32"))])  # fmt: skip
+    core.on_status("in-sync")
+
+
+def test_failed_apply_is_retried_and_ready_only_after_it_succeeds():
+    mgr = FlakyManager(failures=2)
+    core = start(mgr)
+    try:
+        load(core)
+        assert mgr.applied.wait(5), "apply never succeeded"
+        ready, reason = core.wait_endpoint_ready(WEP_KEY, 5)
+        assert (ready, reason) == (True, "")
+        assert core.ready
+        assert mgr.applies >= 3
+        assert core.metrics.get("apply_failures_total") == 2
+        # Every message reached the manager once, in stream order, on one thread.
+        seqs = [m.sequence_number for m in mgr.updates]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert mgr.threads == {"dataplane"}
+    finally:
+        core.stop()
+
+
+def test_endpoint_wait_times_out_with_the_reason():
+    mgr = FlakyManager(failures=10_000)
+    core = start(mgr)
+    try:
+        load(core)
+        ready, reason = core.wait_endpoint_ready(WEP_KEY, 0.3)
+        assert not ready
+        assert "not programmed yet" in reason and "OSError: netlink busy" in reason
+        assert not core.ready
+        ready, reason = core.wait_endpoint_ready(("k8s", "default/other", "eth0"), 0.1)
+        assert not ready
+        assert "default/other" in reason and "not known on node node-a" in reason
+    finally:
+        core.stop()
+
+
+def test_learned_routes_reach_the_manager_on_the_dataplane_thread():
+    mgr = FlakyManager()
+    core = start(mgr)
+    try:
+        core.learned_reset()
+        msg = felix_services_pb2.LearnedRouteMessage(
+            update=felix_services_pb2.LearnedRoute(dst="10.70.0.0/24", next_hops=["10.0.1.1"])
+        )
+        core.learned(msg)
+        deadline = time.monotonic() + 5
+        while len(mgr.learned) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert mgr.learned == ["reset", msg]
+        assert mgr.threads == {"dataplane"}
+    finally:
+        core.stop()
+
+
+def test_managers_are_built_from_the_first_config_and_see_every_message():
+    built: list[dict[str, str]] = []
+    mgr = FlakyManager()
+
+    def factory(config: dict[str, str]) -> list[FlakyManager]:
+        built.append(config)
+        if len(built) == 1:
+            raise OSError("kernel not ready")  # retried like a failed apply
+        return [mgr]
+
+    core = FelixCore("node-a", factory, min_backoff=0.05, max_backoff=0.1)
+    core.start()
+    try:
+        load(core)
+        assert core.wait_endpoint_ready(WEP_KEY, 5) == (True, "")
+        assert built[-1]["vxlan_enabled"] == "false"
+        assert mgr.updates[0].HasField("config_update")
+        seqs = [m.sequence_number for m in mgr.updates]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        core.stop()
+
+
+def test_felix_configuration_maps_onto_dataplane_settings():
+    from felix.daemon.main import dataplane_settings
+
+    config = {"device_route_protocol": "81", "vxlan_vni": "4097", "vxlan_enabled": "true",
+              "ipip_enabled": "false", "route_refresh_interval": "30s",
+              "interface_prefix": "tap", "log_severity_screen": "Info"}  # fmt: skip
+    assert dataplane_settings("node-a", config) == {
+        "hostname": "node-a", "route_protocol": 81, "vxlan_vni": 4097, "vxlan_enabled": True,
+        "ipip_enabled": False, "resync_interval": 30.0, "interface_prefix": "tap",
+    }  # fmt: skip

@@ -1,0 +1,1 @@
+"""Fast rtnetlink route programming (hand-packed, batched) and netns helpers."""
