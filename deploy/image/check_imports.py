@@ -13,12 +13,17 @@ import pathlib
 import sys
 
 
+def is_test_support(path: pathlib.Path) -> bool:
+    """Test files and fixtures may import pytest; nothing a node runs imports them."""
+    return path.name == "conftest.py" or path.stem.endswith(("_test", "_fixture"))
+
+
 def modules(lib: pathlib.Path) -> list[str]:
-    """Dotted names of the installed modules (tests and pytest fixtures excluded)."""
+    """Dotted names of the installed modules, test support excluded."""
     names = []
     for path in sorted(lib.rglob("*.py")):
         rel = path.relative_to(lib)
-        if path.name == "conftest.py" or path.name.endswith("_test.py"):
+        if is_test_support(path):
             continue
         parts = list(rel.with_suffix("").parts)
         if parts[-1] == "__init__":
@@ -31,12 +36,18 @@ def modules(lib: pathlib.Path) -> list[str]:
 def check(lib: pathlib.Path) -> list[str]:
     """One line per module that fails to import, naming the missing module if any."""
     sys.path.insert(0, str(lib))
+    shipped = {p.name for p in lib.iterdir() if p.is_dir()}
     failures = []
     for name in modules(lib):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
-            failures.append(f"{name}: needs '{e.name}', which the image does not have")
+            missing = e.name or "?"
+            if missing.split(".")[0] in shipped:
+                why = "a Tabby module missing from the install (branch not merged?)"
+            else:
+                why = "a package the image lacks (add it to deploy/image/pip-runtime.txt)"
+            failures.append(f"{name}: needs '{missing}': {why}")
         except Exception as e:  # report every failure, then fail once
             failures.append(f"{name}: {type(e).__name__}: {e}")
     return failures
@@ -53,10 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     for line in failures:
         print(f"check_imports: {line}", file=sys.stderr)
     if failures:
-        print(
-            "check_imports: add the missing pip packages to deploy/image/pip-runtime.txt",
-            file=sys.stderr,
-        )
         return 1
     print(f"check_imports: {count} modules import")
     return 0
