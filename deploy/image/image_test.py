@@ -207,3 +207,16 @@ def test_the_archive_names_the_image_and_its_entrypoint(archive):
     assert config["config"]["Labels"]["org.opencontainers.image.version"] == _version()
     # Base (Debian + pip), Tabby's library, its launchers: a code change rebuilds two.
     assert len(manifest["layers"]) == 3
+
+
+def test_the_archive_names_itself_for_importers_without_base_name(containerd, archive):
+    # `kind load image-archive` runs `ctr images import` with no --base-name; the name
+    # must come from the archive itself or the DaemonSet's image would not be found.
+    other = Containerd(sock=containerd.sock, namespace=f"{containerd.namespace}-kind")
+    try:
+        r = other.ctr("images", "import", "--all-platforms", str(archive))
+        assert r.returncode == 0, r.stderr
+        assert IMAGE in other.ctr("images", "ls", "-q").stdout.split()
+    finally:
+        other.ctr("images", "rm", "--sync", IMAGE)
+        other.ctr("namespaces", "remove", other.namespace)
