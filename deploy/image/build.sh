@@ -31,6 +31,7 @@ IMAGE_NAME=localhost/tabby
 TAG=latest
 # Bump when the steps that build the base change, so old caches are not reused.
 BASE_RECIPE=1
+KEEP_BASES=3
 # Build-only Debian packages: in the base while pip runs, purged before it is layered.
 BUILD_ONLY_DEBS=(python3-pip python3-setuptools python3-wheel python3-pkg-resources
   python3-distutils python3-lib2to3)
@@ -143,6 +144,18 @@ build_base() {
   BASE_TMP=
 }
 
+prune_bases() {
+  # Keeps the $KEEP_BASES most recently used bases (worktrees with different pins
+  # share the cache); older ones are ~200 MiB each.
+  local old
+  find "$CACHE" -maxdepth 1 -name 'base-*' ! -name '*.tmp.*' -type d -printf '%T@ %p\n' |
+    sort -rn | tail -n +$((KEEP_BASES + 1)) | cut -d' ' -f2- | while read -r old; do
+    [ "$old" = "$1" ] && continue
+    log "prune unused base $old"
+    remove_tree "$old"
+  done
+}
+
 # --- the Tabby layer, on an overlay over the cached base ----------------------------
 
 install_tabby() {
@@ -206,6 +219,8 @@ main() {
   else
     build_base "$base" "$reqs" "$mirror"
   fi
+  touch "$base"
+  prune_bases "$base"
 
   # WORK is global for the EXIT trap; a run killed hard may have left it mounted.
   WORK=$OUT/work

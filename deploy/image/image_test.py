@@ -4,6 +4,10 @@ Outside the default suite (``tags = ["manual"]``, ``make image-test``): it needs
 and the archive from ``make image`` (built here if missing, which takes minutes on a
 fresh cache). containerd is started by hand with its own config, root, state and
 sockets in a temp dir and stopped at the end; no other containerd is touched.
+
+The Docker path is checked too, without Docker: buildah (Debian's) builds
+deploy/Containerfile from a stand-in for debian:bookworm-slim made with debootstrap
+(Docker Hub is not reachable here), and both images must hold the same things.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ ARCHIVE = pathlib.Path(
     os.environ.get("TABBY_IMAGE_ARCHIVE", REPO / "build" / "image" / "tabby-oci.tar")
 )
 IMAGE = "localhost/tabby:latest"
+CACHE = pathlib.Path(os.environ.get("TABBY_IMAGE_CACHE", "/var/cache/tabby-image"))
+HOST_CA = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root"),
@@ -220,3 +226,134 @@ def test_the_archive_names_itself_for_importers_without_base_name(containerd, ar
     finally:
         other.ctr("images", "rm", "--sync", IMAGE)
         other.ctr("namespaces", "remove", other.namespace)
+
+
+# --- deploy/Containerfile, built by buildah, holds what `make image` holds -----------
+
+# What debian:bookworm-slim configures beyond minbase: no docs, man pages or locales,
+# and apt drops downloaded packages.
+SLIM_DPKG = """path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+"""
+SLIM_APT = 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb || true"; };\n'
+
+
+def _standin_slim() -> pathlib.Path:
+    """An OCI layout tagged bookworm-slim, debootstrapped once and cached."""
+    layout = CACHE / "standin-bookworm-slim"
+    if (layout / "index.json").exists():
+        return layout
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="standin-", dir=CACHE))
+    try:
+        root = tmp / "rootfs"
+        mirror = "http://deb.debian.org/debian"
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "bookworm", str(root), mirror],
+            check=True,
+            capture_output=True,
+        )
+        (root / "etc/dpkg/dpkg.cfg.d/docker").write_text(SLIM_DPKG)
+        (root / "etc/apt/apt.conf.d/docker-clean").write_text(SLIM_APT)
+        for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "dev"):
+            for p in (root / sub).glob("*"):
+                if p.is_file() or p.is_symlink() or p.is_char_device() or p.is_block_device():
+                    p.unlink()
+        (root / "etc/resolv.conf").write_text("")
+        oci = tmp / "oci"
+        for cmd in (
+            ["umoci", "init", "--layout", str(oci)],
+            ["umoci", "new", "--image", f"{oci}:bookworm-slim"],
+            ["umoci", "insert", "--image", f"{oci}:bookworm-slim", str(root), "/"],
+            ["umoci", "config", "--image", f"{oci}:bookworm-slim", "--config.env",
+             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        ):  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+        oci.rename(layout)
+    finally:
+        _unmount_under(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return layout
+
+
+@pytest.fixture(scope="module")
+def containerfile_archive() -> Iterator[pathlib.Path]:
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is needed to build deploy/Containerfile (scripts/setup.sh)")
+    base = _standin_slim()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="tabby-buildah-"))
+    buildah = [
+        "buildah",
+        "--root",
+        str(work / "storage"),
+        "--runroot",
+        str(work / "run"),
+        "--storage-driver",
+        "overlay",
+    ]
+    # pip in the build stage must trust what the host trusts (a TLS-intercepting proxy).
+    ca = ["--build-arg", "PIP_CERT=/tmp/host-ca.crt", "-v", f"{HOST_CA}:/tmp/host-ca.crt:ro"]
+    try:
+        r = subprocess.run(
+            [*buildah, "bud", "--isolation", "chroot", "--layers=false",
+             "--build-arg", f"DEBIAN=oci:{base}:bookworm-slim",
+             *(ca if HOST_CA.exists() else []),
+             "-f", str(REPO / "deploy" / "Containerfile"), "-t", "localhost/tabby-cf:latest",
+             str(REPO)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        archive = work / "containerfile.tar"
+        subprocess.run(
+            [*buildah, "push", "localhost/tabby-cf:latest", f"oci-archive:{archive}:latest"],
+            check=True,
+            capture_output=True,
+        )
+        yield archive
+    finally:
+        subprocess.run([*buildah, "rm", "--all"], capture_output=True)
+        subprocess.run([*buildah, "rmi", "--all", "--force"], capture_output=True)
+        _unmount_under(work)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# Printed inside each image: what a node would notice if the two builds differed.
+INVENTORY = """
+import importlib.metadata as md, json, os, subprocess, sys
+print(json.dumps({
+    "python": sys.version.split()[0],
+    "dists": sorted(f"{d.metadata['Name']}=={d.version}" for d in md.distributions()),
+    "bin": sorted(os.listdir('/usr/local/bin')),
+    "tabby": sorted(os.listdir('/usr/local/lib/tabby')),
+    "debs": subprocess.run(
+        ['dpkg-query', '-W', '-f', '${Package}=${Version}\\n', 'python3', 'iproute2',
+         'nftables', 'iptables', 'kmod', 'procps', 'ca-certificates'],
+        capture_output=True, text=True).stdout.split(),
+}))
+"""
+
+
+def _inventory(client: Containerd, image: str) -> dict:
+    cid = f"tabby-img-{secrets.token_hex(3)}"
+    r = client.ctr("run", "--rm", image, cid, "python3", "-c", INVENTORY)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_containerfile_image_runs_and_matches_make_image(imported, containerfile_archive):
+    r = imported.ctr(
+        "images", "import", "--base-name", "localhost/tabby-cf", str(containerfile_archive)
+    )
+    assert r.returncode == 0, r.stderr
+    cf_image = "localhost/tabby-cf:latest"
+    r = imported.ctr("run", "--rm", cf_image, f"tabby-img-{secrets.token_hex(3)}", "tabby-node",
+                     "--version")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"tabby-node {_version()}"
+    ours, theirs = _inventory(imported, IMAGE), _inventory(imported, cf_image)
+    assert ours["debs"] and ours["dists"] and ours["bin"]
+    assert ours == theirs
