@@ -114,7 +114,7 @@ build_base() {
   mkdir -p "$BASE_TMP"
   local root=$BASE_TMP/rootfs
   pkgs=$(grep -v '^\s*#' "$HERE/apt-packages.txt" | xargs | tr ' ' ',')
-  log "debootstrap $SUITE from $mirror (minbase + $pkgs + pip, a few minutes)"
+  log "debootstrap $SUITE from $mirror (minbase + $pkgs + pip, about a minute)"
   debootstrap --variant=minbase --arch="$ARCH" --include="$pkgs,python3-pip" \
     "$SUITE" "$root" "$mirror" >"$OUT/debootstrap.log" 2>&1 ||
     die "debootstrap failed (log: $OUT/debootstrap.log): $(tail -n 2 "$OUT/debootstrap.log" | tr '\n' ' ')"
