@@ -50,7 +50,9 @@ def install(prefix: pathlib.Path) -> list[pathlib.Path]:
     if lib.exists():
         shutil.rmtree(lib)
     lib.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("*_test.py", "__pycache__", "BUILD.bazel", "testdata")
+    ignore = shutil.ignore_patterns(
+        "*_test.py", "*_fixture.py", "conftest.py", "__pycache__", "BUILD.bazel", "testdata"
+    )
     for pkg in PACKAGES:
         src = REPO / pkg
         if src.is_dir():
