@@ -16,7 +16,7 @@ from deploy.image.runtime_requirements import (
     parse_names,
     select,
 )
-from scripts.install import PACKAGES
+from scripts.install import PACKAGES, is_shipped
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = REPO / "deploy" / "image"
@@ -66,7 +66,7 @@ def _third_party_imports() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for pkg in PACKAGES:
         for path in (REPO / pkg).rglob("*.py") if (REPO / pkg).is_dir() else []:
-            if path.name == "conftest.py" or path.stem.endswith(("_test", "_fixture")):
+            if not is_shipped(path.relative_to(REPO)):
                 continue
             if path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
                 continue  # generated; the proto package's own imports are grpc/protobuf
