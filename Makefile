@@ -3,7 +3,7 @@ PYTHON ?= python3
 PREFIX ?= /usr/local
 DEMO_DIR ?= /tmp/tabby-demo
 
-.PHONY: all setup proto test lint install demo demo-down clean
+.PHONY: all setup proto test lint install demo demo-down clean image image-test
 
 all: test
 
@@ -28,6 +28,15 @@ install: setup proto
 demo: setup proto
 	@$(PYTHON) scripts/install.py --prefix "$(DEMO_DIR)/install" >/dev/null
 	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh
+
+# The DaemonSet image as an OCI archive, build/image/tabby-oci.tar (no Docker engine;
+# deploy/Containerfile is the same image for Docker users). image-test runs it in a
+# private containerd.
+image: setup proto
+	@bash deploy/image/build.sh
+
+image-test: image
+	@$(PYTHON) -m pytest deploy/image/image_test.py
 
 demo-down:
 	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh down

@@ -9,6 +9,7 @@ call). Executables the container runtime calls per pod (``lean=True``) start wit
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import pathlib
 import shutil
@@ -32,6 +33,26 @@ ENTRYPOINTS: dict[str, tuple[str, bool]] = {
 }
 
 
+# Test-only code and build files: never in an install or the image.
+NOT_SHIPPED = (
+    "*_test.py",
+    "*_fixture.py",
+    "*_testlib.py",
+    "testing.py",
+    "testutil.py",
+    "conftest.py",
+    "interop",
+    "__pycache__",
+    "BUILD.bazel",
+    "testdata",
+)
+
+
+def is_shipped(path: pathlib.Path) -> bool:
+    """Whether ``install`` copies this file (judged by its name and its folders')."""
+    return not any(fnmatch.fnmatch(part, pat) for part in path.parts for pat in NOT_SHIPPED)
+
+
 def _launcher(lib: pathlib.Path, module: str, lean: bool) -> str:
     flags = " -S" if lean else ""
     return (
@@ -50,7 +71,7 @@ def install(prefix: pathlib.Path) -> list[pathlib.Path]:
     if lib.exists():
         shutil.rmtree(lib)
     lib.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("*_test.py", "__pycache__", "BUILD.bazel", "testdata")
+    ignore = shutil.ignore_patterns(*NOT_SHIPPED)
     for pkg in PACKAGES:
         src = REPO / pkg
         if src.is_dir():

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   bird2 gobgpd frr           # real BGP peers for interop tests and benchmarks
   containernetworking-plugins  # reference CNI plugins (bridge, host-local, loopback)
   containerd runc umoci busybox-static  # a real CNI client and a tiny image
+  debootstrap buildah shellcheck  # make image / image-test, checks of the kind scripts
 )
 
 missing=()

@@ -4,7 +4,9 @@ Two threads matter. The syncer's thread runs the (pure, fast) calc pipeline unde
 lock and only queues its output, so neither the kernel nor a gRPC reader can slow the
 graph. The dataplane thread drains that queue into the managers (``on_update``, in
 order) and calls ``apply()``; an apply that raises is logged and retried with
-exponential backoff, with any newer messages folded in first. Learned routes from the
+exponential backoff, with any newer messages folded in first. With nothing new it
+still calls ``apply()`` every ``housekeeping`` seconds: managers rely on that to pick
+up interfaces that appeared later and to run their periodic resync. Learned routes from the
 BGP daemon go through the same queue, so managers see one thread only.
 """
 
@@ -53,6 +55,8 @@ class FelixCore:
         hub: SubscriberHub | None = None,
         min_backoff: float = 0.1,
         max_backoff: float = 10.0,
+        housekeeping: float = 1.0,
+        config_changed: Callable[[dict[str, str], dict[str, str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hostname = hostname
@@ -68,6 +72,12 @@ class FelixCore:
         else:
             self._managers = list(managers)
         self._min_backoff, self._max_backoff = min_backoff, max_backoff
+        if housekeeping <= 0:
+            raise ValueError(f"housekeeping interval must be > 0 seconds, got {housekeeping}")
+        self._housekeeping = housekeeping
+        # Called (built config, new config) on the dataplane thread when the effective
+        # configuration differs from the one the managers were built with.
+        self._config_changed = config_changed
         self._clock = clock
         self._calc_lock = threading.Lock()
         # Everything below is guarded by _cond.
@@ -191,19 +201,29 @@ class FelixCore:
     def _dataplane_loop(self) -> None:
         backoff = 0.0
         pending_apply = False
+        last_apply = self._clock()
         while True:
             with self._cond:
                 if not pending_apply:  # a failed apply retries at once (it already backed off)
-                    self._cond.wait_for(lambda: self._stop or bool(self._queue), timeout=1.0)
+                    wait = max(0.0, last_apply + self._housekeeping - self._clock())
+                    self._cond.wait_for(lambda: self._stop or bool(self._queue), timeout=wait)
                 if self._stop:
                     return
                 items, self._queue = self._queue, []
                 target = self._queued_seq
             for item in items:
                 self._feed(item)
+            # Housekeeping: nothing new, but a pending interface or the periodic
+            # resync only gets its chance when apply() runs.
             pending_apply = pending_apply or bool(items)
+            if not pending_apply and self._clock() - last_apply >= self._housekeeping:
+                if self._managers:
+                    pending_apply = True
+                else:
+                    last_apply = self._clock()  # nothing to keep: just wait another round
             if not pending_apply:
                 continue
+            last_apply = self._clock()
             start = self._clock()
             try:
                 self._ensure_built()
@@ -229,14 +249,21 @@ class FelixCore:
         return [m for m in self._managers if hasattr(m, "on_learned")]
 
     def _ensure_built(self) -> None:
-        """Build the managers once the configuration is known; replay what they missed.
+        """Build the managers once the configuration is final; replay what they missed.
 
-        Raises like ``apply()`` does (and is retried the same way) if the factory fails.
+        Final means the datastore snapshot is complete (InSync seen): a ConfigUpdate
+        from a partial snapshot still has defaults where FelixConfiguration or the
+        pools say otherwise (vxlanEnabled, routeRefreshInterval), and a build is
+        once per process. Raises like ``apply()`` does (and is retried the same way)
+        if the factory fails.
         """
         if self._factory is None or self._built_config is not None:
             return
+        if not any(isinstance(m, calc_pb2.ToDataplane) and m.HasField("in_sync")
+                   for m in self._prebuild):  # fmt: skip
+            return
         config = next(
-            (dict(m.config_update.config) for m in self._prebuild
+            (dict(m.config_update.config) for m in reversed(self._prebuild)
              if isinstance(m, calc_pb2.ToDataplane) and m.HasField("config_update")),
             None,
         )  # fmt: skip
@@ -248,20 +275,26 @@ class FelixCore:
                  ",".join(type(m).__name__ for m in self._managers))  # fmt: skip
         replay, self._prebuild = self._prebuild, []
         for item in replay:
-            self._feed(item)
+            self._feed(item, replay=True)
 
-    def _feed(self, item: object) -> None:
+    def _feed(self, item: object, replay: bool = False) -> None:
         if self._factory is not None and self._built_config is None:
             self._prebuild.append(item)
             return
         if (
-            self._built_config is not None
+            not replay
+            and self._built_config is not None
             and isinstance(item, calc_pb2.ToDataplane)
             and item.HasField("config_update")
         ):
             config = dict(item.config_update.config)
             changed = sorted(k for k in config if config[k] != self._built_config.get(k))
-            if changed:
+            if changed and self._config_changed is not None:
+                try:
+                    self._config_changed(self._built_config, config)
+                except Exception:
+                    log.exception("config change handler failed fields=%s", ",".join(changed))
+            elif changed:
                 log.warning("felix configuration changed; restart tabby-felix to apply "
                             "fields=%s", ",".join(changed))  # fmt: skip
         try:

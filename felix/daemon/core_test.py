@@ -8,8 +8,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from datastore import keys
-from felix.calc.testing import node, pool, wep
+from felix.calc.testing import felix_config, node, pool, wep
 from felix.daemon.core import FelixCore
 from model.codec import resource_to_dict
 from model.resources import Resource
@@ -127,7 +129,7 @@ def test_learned_routes_reach_the_manager_on_the_dataplane_thread():
         core.stop()
 
 
-def test_managers_are_built_from_the_first_config_and_see_every_message():
+def test_managers_are_built_once_in_sync_and_see_every_message():
     built: list[dict[str, str]] = []
     mgr = FlakyManager()
 
@@ -148,6 +150,105 @@ def test_managers_are_built_from_the_first_config_and_see_every_message():
         assert seqs == list(range(1, len(seqs) + 1))
     finally:
         core.stop()
+
+
+def test_managers_are_built_from_the_complete_snapshot_config_not_a_partial_one(caplog):
+    """The first ConfigUpdate comes from a partial snapshot (defaults: no VXLAN, 90s
+    refresh); building from it would ignore the cluster's FelixConfiguration and pools
+    for the life of the process."""
+    built: list[dict[str, str]] = []
+    mgr = FlakyManager()
+
+    def factory(config: dict[str, str]) -> list[FlakyManager]:
+        built.append(config)
+        return [mgr]
+
+    core = FelixCore("node-a", factory)
+    core.start()
+    try:
+        core.on_status("wait-for-ready")
+        core.on_updates([put(node("node-a", "10.0.1.5/24"))])
+        time.sleep(0.2)  # the dataplane thread had its chance to build early
+        assert built == []
+        core.on_updates([put(pool("p", "10.65.0.0/16", vxlan="Always")),
+                         put(felix_config("default", route_refresh_interval="5s"))])  # fmt: skip
+        core.on_status("in-sync")
+        deadline = time.monotonic() + 5
+        while not core.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert core.ready
+        assert len(built) == 1
+        assert (built[0]["vxlan_enabled"], built[0]["route_refresh_interval"]) == ("true", "5s")
+        # Every earlier message was replayed, and the replay warns about nothing.
+        assert sum(m.HasField("config_update") for m in mgr.updates) >= 1
+        assert "configuration changed" not in caplog.text
+    finally:
+        core.stop()
+
+
+def test_config_change_after_build_is_reported_with_old_and_new_config():
+    seen: list[tuple[str, str]] = []
+    mgr = FlakyManager()
+    core = FelixCore(
+        "node-a",
+        lambda config: [mgr],
+        config_changed=lambda old, new: seen.append(
+            (old["route_refresh_interval"], new["route_refresh_interval"])
+        ),
+    )
+    core.start()
+    try:
+        load(core)
+        assert mgr.applied.wait(5)
+        assert seen == []  # the replay of the snapshot is not a change
+        core.on_updates([put(felix_config("default", route_refresh_interval="7s"))])
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [("90s", "7s")]
+    finally:
+        core.stop()
+
+
+def test_housekeeping_applies_without_new_messages_so_resync_and_late_interfaces_run():
+    mgr = FlakyManager()
+    core = FelixCore("node-a", [mgr], housekeeping=0.05)
+    core.start()
+    try:
+        load(core)
+        assert mgr.applied.wait(5)
+        seen = mgr.applies
+        time.sleep(0.5)
+        assert mgr.applies >= seen + 3, "apply() not called periodically"
+    finally:
+        core.stop()
+
+
+def test_housekeeping_interval_must_be_positive():
+    with pytest.raises(ValueError, match="housekeeping interval must be > 0 seconds, got 0"):
+        FelixCore("node-a", [], housekeeping=0)
+
+
+def test_flags_that_only_the_process_knows_override_the_datastore_config():
+    from felix.daemon.main import dataplane_settings, local_settings, parse_args
+
+    args = parse_args(["--dataplane-netns", "node-a-ns", "--mtu-file", "/tmp/x/mtu",
+                       "--learned-routes-grace", "0", "--sysctl-root", "/tmp/sys"])  # fmt: skip
+    got = dataplane_settings("node-a", {"vxlan_enabled": "true"}, local_settings(args))
+    assert got == {
+        "hostname": "node-a", "vxlan_enabled": True, "netns": "node-a-ns",
+        "mtu_file": "/tmp/x/mtu", "learned_routes_grace": 0.0, "sysctl_root": "/tmp/sys",
+    }  # fmt: skip
+    defaults = local_settings(parse_args([]))
+    assert defaults["netns"] is None and defaults["learned_routes_grace"] == 90.0
+
+
+def test_missing_dataplane_netns_is_a_clear_start_up_error():
+    from felix.daemon.main import check_netns
+
+    check_netns(None)
+    with pytest.raises(ValueError, match="--dataplane-netns 'tfx-nope00': /run/netns/tfx-nope00"):
+        check_netns("tfx-nope00")
 
 
 def test_felix_configuration_maps_onto_dataplane_settings():

@@ -243,6 +243,10 @@ class RouteManager:
             have = actual.get(dst)
             if want is _PENDING:
                 self.pending.add(dst)
+                if have is not None and self._in_sync:
+                    # Its VTEP (or tunnel device) is gone: the route would now lead
+                    # nowhere. It comes back when what it waits for does.
+                    ops.append(RouteOp(DELETE, have))
                 continue
             if want is None:
                 if have is not None:

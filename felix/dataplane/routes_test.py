@@ -241,6 +241,26 @@ def test_vxlan_route_uses_vtep_tunnel_ip_onlink_and_follows_vtep(ns, prog):
     )
     mgr.apply()
     assert mgr.pending == {"10.65.2.0/26"}
+    # The tunnel's neighbour entries go with the VTEP: a route left behind would
+    # swallow the traffic silently, so it goes too, and comes back with the VTEP.
+    assert "10.65.2.0/26" not in ours(ns)
+    mgr.on_update(calc_pb2.ToDataplane(vtep_update=vtep))
+    mgr.apply()
+    assert "10.65.2.0/26 via 10.65.2.1 dev vxlan.tabby onlink" in ours(ns)
+    assert not mgr.pending
+
+
+def test_route_waiting_for_its_vtep_is_not_deleted_before_in_sync(ns, prog):
+    ip("link", "add", "vxlan.tabby", "type", "vxlan", "id", "4096", "dstport", "4789", "nolearning",
+       netns=ns)  # fmt: skip
+    ip("link", "set", "vxlan.tabby", "up", netns=ns)
+    ip("route", "add", "10.65.2.0/26", "via", "10.65.2.1", "dev", "vxlan.tabby", "onlink",
+       "proto", "80", netns=ns)  # fmt: skip
+    mgr = RouteManager(cfg(ns), prog)
+    feed(mgr, [route_update(1, "10.65.2.0/26", calc_pb2.REMOTE_BLOCK, dst_node="node-c",
+                            dst_node_ip="10.20.0.2", encap=calc_pb2.ENCAP_TYPE_VXLAN)])  # fmt: skip
+    mgr.apply()
+    assert "10.65.2.0/26 via 10.65.2.1" in ours(ns)  # the snapshot may not be complete yet
 
 
 def test_ipv6_workload_and_block_routes_are_stable_across_restart(ns, prog):

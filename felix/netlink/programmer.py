@@ -259,7 +259,11 @@ class RouteProgrammer:
             rop = pending.pop(seq)
             if err:
                 result.errors.append(RouteError(rop, err, text))
-                log.warning(
+                # A delete of a route already gone is what the caller wanted: not a
+                # warning an operator should chase (the caller still sees the error).
+                gone = rop.op == DELETE and err == errno.ESRCH
+                log.log(
+                    logging.DEBUG if gone else logging.WARNING,
                     "route op failed op=%s route=%r errno=%s msg=%r",
                     rop.op,
                     rop.route.describe(),

@@ -93,6 +93,18 @@ def test_kernel_error_is_attributed_to_its_route_and_rest_of_batch_applies(ns, p
     assert len(prog.dump_routes(protocol=PROTO)) == 50
 
 
+def test_delete_of_a_route_already_gone_is_reported_but_not_logged_as_a_warning(ns, prog, caplog):
+    """Two managers may remove the same route (an orphan veth's); the loser's ESRCH is
+    the outcome it wanted, not something for an operator to chase."""
+    gone = Route(dst="10.62.0.0/24", gateway="10.9.0.2", protocol=PROTO)
+    unreachable = Route(dst="10.63.0.0/24", gateway="10.77.0.2", protocol=PROTO)
+    with caplog.at_level("DEBUG", logger="felix.netlink.programmer"):
+        res = prog.apply([RouteOp(DELETE, gone), RouteOp(ADD, unreachable)])
+    assert sorted(e.errno for e in res.errors) == sorted([errno.ESRCH, errno.ENETUNREACH])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "10.63.0.0/24" in warnings[0], warnings
+
+
 def test_add_never_overwrites_a_foreign_route_and_dump_filters_by_protocol(ns, prog):
     ip("route", "add", "10.70.0.0/24", "via", "10.9.0.9", "proto", "static", netns=ns)
     res = prog.apply([RouteOp(ADD, Route(dst="10.70.0.0/24", gateway="10.9.0.2", protocol=PROTO))])
