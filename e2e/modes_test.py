@@ -7,8 +7,6 @@ exactly which are missing until then.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import ipaddress
 import json
 import pathlib
@@ -162,23 +160,6 @@ VXLAN_DEVICE = "vxlan.tabby"  # felix.dataplane.DataplaneConfig.vxlan_device
 VXLAN_POD_MTU = 1450  # 1500 underlay minus 50 bytes of VXLAN overhead
 
 
-def felix_keeps_state_per_node() -> bool:
-    """Felix takes its MTU file from tabby-node (``--mtu-file``/``TABBY_FELIX_MTU_FILE``).
-
-    Landed together with building the dataplane only from a complete snapshot (before
-    that, ``vxlanEnabled`` derived from the pools was read as off and VXLAN never came
-    up), on branch felix-int.
-    """
-    from felix.daemon.main import parse_args
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            parse_args(["--mtu-file", "/nonexistent/mtu"])
-    except SystemExit:
-        return False
-    return True
-
-
 def start_tabby_node(
     cluster: Cluster,
     node: Node,
@@ -235,12 +216,6 @@ def ping(src: Pod, dst: Pod, count: int = 3) -> None:
 
 
 @requires(*MODE1_NEEDS)
-@pytest.mark.skipif(
-    not felix_keeps_state_per_node(),
-    reason="needs tabby-felix with --mtu-file and an in-sync dataplane build (branch "
-    "felix-int): without them every node publishes /var/lib/tabby/mtu on the host and "
-    "VXLAN derived from the pools never comes up",
-)
 def test_cross_subnet_vxlan_l3(prefix: pathlib.Path) -> None:
     """Mode 4: a CrossSubnet VXLAN pool across a router: encapsulated between the two
     subnets, plain within one; nodes run through tabby-node."""
@@ -262,8 +237,10 @@ def test_cross_subnet_vxlan_l3(prefix: pathlib.Path) -> None:
         matrix.assert_all_ok()
 
         for node in cluster.nodes:  # the exec probe a DaemonSet would run
-            node.exec([str(bin_dir / "tabby-node"), "--health-check",
-                       f"--run-dir={node.state_dir / 'run'}"])  # fmt: skip
+            run_dir = node.state_dir / "run"
+            node.exec([str(bin_dir / "tabby-node"), "--health-check", f"--run-dir={run_dir}"])
+            # Felix published the pod MTU for this node only, under its run dir.
+            assert (run_dir / "mtu").read_text().strip() == str(VXLAN_POD_MTU)
 
         tunnels = {node.name: tunnel_address(node) for node in cluster.nodes}
         assert all(
