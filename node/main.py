@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run-dir",
         default=env("TABBY_RUN_DIR", DEFAULT_RUN_DIR),
-        help="sockets and state of this node: felix.sock, cni.sock, mtu, status.json",
+        help="sockets and state of this node: felix.sock, cni.sock, status.json, and "
+        "(when not the default) Felix's mtu file",
     )
     p.add_argument(
         "--health-port",
@@ -216,9 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ,
         NODENAME=args.nodename,
         TABBY_RUN_DIR=str(run_dir),
-        TABBY_FELIX_MTU_FILE=str(run_dir / "mtu"),
         **{ENV_ENDPOINTS: ",".join(endpoints)},
     )
+    if run_dir != pathlib.Path(DEFAULT_RUN_DIR):
+        # A private run dir means a private node: its MTU file too. The default keeps
+        # Felix's /var/lib/tabby/mtu, where the CNI plugin looks by default.
+        env["TABBY_FELIX_MTU_FILE"] = str(run_dir / "mtu")
     services = [Service(n, service_argv(n, args, run_dir, endpoints), env=env) for n in names]
     supervisor = Supervisor(services)
     stop = threading.Event()
