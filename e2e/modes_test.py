@@ -17,13 +17,18 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.connectivity import capture, find_routes, reachability_matrix, route_get, routes
+from e2e.nodes import (
+    POD_CIDR,
+    REFERENCE_PLUGINS,
+    VXLAN_DEVICE,
+    VXLAN_POD_MTU,
+    start_tabby_node,
+)
 from e2e.pods import Pod, create_pod
 from e2e.topology import Cluster, Node
 from scripts import install as installer
 
-POD_CIDR = "10.244.0.0/16"
 BLOCK_PREFIX = 26  # Calico's default IPAM block size
-REFERENCE_PLUGINS = "/usr/lib/cni"  # portmap, chained after tabby by tabby-install-cni
 MODE1_NEEDS = (
     "tabby-node",
     "tabby-felix",
@@ -57,60 +62,6 @@ def prefix() -> Iterator[pathlib.Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def start_node(cluster: Cluster, node: Node, bin_dir: pathlib.Path, services: list[str]) -> str:
-    """Register ``node``, start its services with per-node sockets, install the CNI conf.
-
-    Services are started one by one rather than through tabby-node's supervisor because
-    namespaces share one filesystem: each node needs its own socket paths, and
-    tabby-node starts its services with the default /var/run/tabby paths.
-    Returns the path of the node's conflist.
-    """
-    state = node.state_dir
-    endpoint = cluster.etcd_endpoint
-    node.exec(
-        [
-            str(bin_dir / "tabby-node"),
-            "--register-only",
-            f"--nodename={node.name}",
-            f"--etcd-endpoints={endpoint}",
-            f"--ip={node.address}",
-            f"--default-ipv4-pool={POD_CIDR}",
-            "--default-ipv4-pool-vxlan=Never",
-        ]
-    )
-    felix_sock = state / "felix.sock"
-    cni_sock = state / "cni.sock"
-    if "felix" in services:
-        node.spawn(
-            [
-                str(bin_dir / "tabby-felix"),
-                f"--node-name={node.name}",
-                f"--etcd-endpoints={endpoint}",
-                f"--socket={felix_sock}",
-            ],
-            name=f"{node.name}-felix",
-        )
-    if "cni" in services:
-        svc = node.spawn(
-            [str(bin_dir / "tabby-cni-service"), f"--socket={cni_sock}"],
-            name=f"{node.name}-cni-service",
-        )
-        svc.wait_for_log(r"ready socket=", timeout=30)
-    cni_bin = state / "cni-bin"
-    node.exec(
-        [
-            str(bin_dir / "tabby-install-cni"),
-            f"--bin-dir={cni_bin}",
-            f"--conf-dir={state / 'net.d'}",
-            f"--etcd-endpoints={endpoint}",
-            f"--nodename={node.name}",
-            f"--service-socket={cni_sock}",
-            "--mtu=1500",
-        ]
-    )
-    return str(state / "net.d" / "10-tabby.conflist")
 
 
 def block_of(ip: str) -> str:
@@ -155,52 +106,6 @@ def test_direct_routing_l2(prefix: pathlib.Path) -> None:
 
 
 # --- nodes through tabby-node, mode 4 (cross-subnet VXLAN) -----------------------------
-
-VXLAN_DEVICE = "vxlan.tabby"  # felix.dataplane.DataplaneConfig.vxlan_device
-VXLAN_POD_MTU = 1450  # 1500 underlay minus 50 bytes of VXLAN overhead
-
-
-def start_tabby_node(
-    cluster: Cluster,
-    node: Node,
-    bin_dir: pathlib.Path,
-    *,
-    vxlan_mode: str = "Never",
-    mtu: int = 1500,
-) -> str:
-    """Start ``tabby-node`` in ``node`` (Felix and the CNI service under its own run dir),
-    wait until it registered, has its tunnel address settled and serves CNI, and install
-    the CNI conf. Returns the path of the node's conflist."""
-    state = node.state_dir
-    run_dir = state / "run"
-    endpoint = cluster.etcd_endpoint
-    daemon = node.spawn(
-        [
-            str(bin_dir / "tabby-node"),
-            f"--nodename={node.name}",
-            f"--etcd-endpoints={endpoint}",
-            f"--ip={node.address}",
-            f"--default-ipv4-pool={POD_CIDR}",
-            f"--default-ipv4-pool-vxlan={vxlan_mode}",
-            f"--run-dir={run_dir}",
-            "--services=felix,cni",
-        ],
-        name=f"{node.name}-tabby-node",
-    )
-    daemon.wait_for_log(rf"vxlan tunnel node={node.name} ", timeout=30)
-    daemon.wait_for_log(r"ready socket=", timeout=30)
-    node.exec(
-        [
-            str(bin_dir / "tabby-install-cni"),
-            f"--bin-dir={state / 'cni-bin'}",
-            f"--conf-dir={state / 'net.d'}",
-            f"--etcd-endpoints={endpoint}",
-            f"--nodename={node.name}",
-            f"--service-socket={run_dir / 'cni.sock'}",
-            f"--mtu={mtu}",
-        ]
-    )
-    return str(state / "net.d" / "10-tabby.conflist")
 
 
 def tunnel_address(node: Node) -> str:
