@@ -27,7 +27,7 @@ install: setup proto
 
 demo: setup proto
 	@$(PYTHON) scripts/install.py --prefix "$(DEMO_DIR)/install" >/dev/null
-	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh
+	@$(PYTHON) scripts/demo_cluster.py up --prefix "$(DEMO_DIR)/install" --state "$(DEMO_DIR)"
 
 # The DaemonSet image as an OCI archive, build/image/tabby-oci.tar (no Docker engine;
 # deploy/Containerfile is the same image for Docker users). image-test runs it in a
@@ -39,7 +39,7 @@ image-test: image
 	@$(PYTHON) -m pytest deploy/image/image_test.py
 
 demo-down:
-	@DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh down
+	@$(PYTHON) scripts/demo_cluster.py down --state "$(DEMO_DIR)"
 
 clean:
 	rm -f proto/*_pb2.py proto/*_pb2_grpc.py e2e/containerd/*_pb2*.py
