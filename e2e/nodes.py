@@ -145,7 +145,11 @@ def tabby_node_daemon(node: Node) -> Daemon:
 
 
 def tabbyctl(
-    cluster: Cluster, bin_dir: pathlib.Path, *args: str, check: bool = True
+    cluster: Cluster,
+    bin_dir: pathlib.Path,
+    *args: str,
+    check: bool = True,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tabbyctl`` against the cluster's etcd (from the etcd namespace, where the
     operator's machine would reach it)."""
@@ -153,4 +157,5 @@ def tabbyctl(
     return cluster.etcd.exec(
         [str(bin_dir / "tabbyctl"), f"--etcd-endpoints={cluster.etcd_endpoint}", *args],
         check=check,
+        input=input,
     )
