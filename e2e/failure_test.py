@@ -26,6 +26,8 @@ import pytest
 
 from e2e.connectivity import find_routes, reachability_matrix, routes
 from e2e.nodes import (
+    VXLAN_DEVICE,
+    VXLAN_POD_MTU,
     cni_path,
     install_prefix,
     service_pid,
@@ -187,9 +189,9 @@ def tcp_stream(src: Pod, dst: Pod, stop_file: pathlib.Path) -> Iterator[dict[str
 
 @contextlib.contextmanager
 def route_monitor(node: Node) -> Iterator[list[str]]:
-    """``ip monitor route link`` in ``node`` (bounded to 120 s); the list gets every
-    event line once the block ends."""
-    proc = _popen_in(node, ["timeout", "120", "ip", "monitor", "route", "link"])
+    """``ip monitor route link neigh`` in ``node`` (bounded to 120 s); the list gets
+    every event line once the block ends."""
+    proc = _popen_in(node, ["timeout", "120", "ip", "monitor", "route", "link", "neigh"])
     events: list[str] = []
     try:
         time.sleep(0.3)  # let it subscribe before anything happens
@@ -202,30 +204,52 @@ def route_monitor(node: Node) -> Iterator[list[str]]:
         events.extend(line for line in out.splitlines() if line.strip())
 
 
-def two_node_cluster(cluster: Cluster, bin_dir: pathlib.Path) -> tuple[Pod, Pod]:
+NUD_STATES = {"PERMANENT", "NOARP", "REACHABLE", "STALE", "DELAY", "PROBE", "FAILED", "INCOMPLETE"}
+
+
+def is_neighbour_event(line: str) -> bool:
+    """``ip monitor`` neighbour lines carry an lladdr or end in a NUD state."""
+    return " lladdr " in line or (line.split() or [""])[-1] in NUD_STATES
+
+
+def two_node_cluster(
+    cluster: Cluster, bin_dir: pathlib.Path, vxlan_mode: str = "Never", mtu: int = 1500
+) -> tuple[Pod, Pod]:
     """Start both nodes and one pod on each."""
     pods = []
     for node in cluster.nodes:
-        conf = start_tabby_node(cluster, node, bin_dir, extra_args=NO_BGP)
+        conf = start_tabby_node(
+            cluster, node, bin_dir, vxlan_mode=vxlan_mode, mtu=mtu, extra_args=NO_BGP
+        )
         pods.append(create_pod(node, f"{node.name}-p0", "default", conf, cni_path(node)))
     reachability_matrix(pods, deadline=20).assert_all_ok()
     return pods[0], pods[1]
 
 
+@pytest.mark.parametrize("mode", ["direct-l2", "vxlan-l3"])
 def test_felix_sigkill_keeps_established_pod_traffic_and_kernel_routes(
-    bin_dir: pathlib.Path,
+    bin_dir: pathlib.Path, mode: str
 ) -> None:
     """Felix SIGKILLed on node-0 and restarted by tabby-node: a TCP connection and a
     ping stream between pods on node-0 and node-1 lose nothing, and node-0's kernel
-    sees no route or link deleted (Felix adopts what it programmed before)."""
-    with Cluster.l2(2) as cluster:
+    sees no route, link or neighbour deleted (Felix adopts what it programmed before:
+    routes, the pod's veth, and with VXLAN the tunnel device, its ARP and FDB)."""
+    vxlan = mode == "vxlan-l3"
+    topology = Cluster.l3((1, 1)) if vxlan else Cluster.l2(2)
+    with topology as cluster:
         n0 = cluster.nodes[0]
-        pod0, pod1 = two_node_cluster(cluster, bin_dir)
+        if vxlan:
+            pod0, pod1 = two_node_cluster(cluster, bin_dir, "CrossSubnet", VXLAN_POD_MTU)
+        else:
+            pod0, pod1 = two_node_cluster(cluster, bin_dir)
         supervisor_log = tabby_node_daemon(n0)
         wait_for_log_count(supervisor_log, FELIX_READY, 1)
         before = proto80(n0)
         assert any(r.startswith(f"{pod0.ip} dev cali") for r in before), before
-        assert any(r.startswith(f"{block_of(pod1.ip)} via") for r in before), before
+        remote = [r for r in before if r.startswith(f"{block_of(pod1.ip)} via")]
+        assert remote, before
+        if vxlan:
+            assert f"dev {VXLAN_DEVICE} " in remote[0] and "onlink" in remote[0], remote
         old = service_pid(n0, FELIX)
         assert old is not None
 
@@ -256,10 +280,20 @@ def test_felix_sigkill_keeps_established_pod_traffic_and_kernel_routes(
         sent, received = (int(summary.split()[i]) for i in (0, 3))
         assert sent > 50 and received == sent, summary
         deleted = [e for e in events if e.startswith("Deleted")]
-        assert deleted == [], deleted
+        neighbours = [e for e in deleted if is_neighbour_event(e)]
+        assert [e for e in deleted if e not in neighbours] == [], deleted  # routes, links
         assert proto80(n0) == before
         node_run = n0.state_dir / "run"
         n0.exec([str(bin_dir / "tabby-node"), "--health-check", f"--run-dir={node_run}"])
+        if vxlan:  # the remote VTEP's static ARP entry is there after the restart
+            arp = n0.exec(["ip", "-4", "neigh", "show", "dev", VXLAN_DEVICE]).stdout
+            assert "PERMANENT" in arp, arp
+        if neighbours:
+            # Known Felix imperfection (traffic above shows it costs nothing today):
+            # on start the VXLAN manager sets the device's MAC even when unchanged,
+            # which makes the kernel flush the device's neighbours (the VTEP's
+            # PERMANENT ARP entry included) before Felix re-adds them.
+            pytest.xfail(f"neighbours flushed and re-added across the restart: {neighbours}")
 
 
 def test_cni_service_sigkill_restarted_pods_come_and_go(bin_dir: pathlib.Path) -> None:
