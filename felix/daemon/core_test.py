@@ -261,3 +261,13 @@ def test_felix_configuration_maps_onto_dataplane_settings():
         "hostname": "node-a", "route_protocol": 81, "vxlan_vni": 4097, "vxlan_enabled": True,
         "ipip_enabled": False, "resync_interval": 30.0, "interface_prefix": "tap",
     }  # fmt: skip
+
+
+def test_route_refresh_interval_keeps_fractions_of_a_second():
+    """Go durations such as 500ms or 1.5s are honoured, not truncated to whole seconds."""
+    from felix.daemon.main import dataplane_settings
+
+    def interval(text: str) -> float:
+        return dataplane_settings("node-a", {"route_refresh_interval": text})["resync_interval"]
+
+    assert (interval("500ms"), interval("1.5s"), interval("1m30s")) == (0.5, 1.5, 90.0)

@@ -25,10 +25,10 @@ from typing import Any
 
 from datastore import keys
 from datastore.config import resolve_endpoints
-from felix.calc.bgp import parse_duration
 from felix.daemon.core import FelixCore, Manager, ManagerFactory
 from felix.daemon.grpc_api import serve
 from felix.daemon.health import serve_health
+from model.durations import parse_duration
 
 log = logging.getLogger("felix")
 
@@ -117,7 +117,7 @@ def dataplane_settings(
     if "interface_prefix" in config:
         out["interface_prefix"] = config["interface_prefix"]
     if config.get("route_refresh_interval"):
-        out["resync_interval"] = float(parse_duration(config["route_refresh_interval"])) or 90.0
+        out["resync_interval"] = parse_duration(config["route_refresh_interval"]) or 90.0
     out.update(local or {})
     return out
 
