@@ -67,6 +67,9 @@ class FelixCore:
         self._managers: list[Manager] = []
         self._built_config: dict[str, str] | None = None
         self._prebuild: list[object] = []  # fed before the managers could be built
+        # What _prebuild holds, tracked as it fills so apply() need not rescan it.
+        self._prebuild_in_sync = False
+        self._prebuild_config: dict[str, str] | None = None  # the latest ConfigUpdate
         if callable(managers):
             self._factory = managers
         else:
@@ -259,15 +262,8 @@ class FelixCore:
         """
         if self._factory is None or self._built_config is not None:
             return
-        if not any(isinstance(m, calc_pb2.ToDataplane) and m.HasField("in_sync")
-                   for m in self._prebuild):  # fmt: skip
-            return
-        config = next(
-            (dict(m.config_update.config) for m in reversed(self._prebuild)
-             if isinstance(m, calc_pb2.ToDataplane) and m.HasField("config_update")),
-            None,
-        )  # fmt: skip
-        if config is None:
+        config = self._prebuild_config
+        if not self._prebuild_in_sync or config is None:
             return
         self._managers = list(self._factory(config))
         self._built_config = config
@@ -280,6 +276,11 @@ class FelixCore:
     def _feed(self, item: object, replay: bool = False) -> None:
         if self._factory is not None and self._built_config is None:
             self._prebuild.append(item)
+            if isinstance(item, calc_pb2.ToDataplane):
+                if item.HasField("in_sync"):
+                    self._prebuild_in_sync = True
+                elif item.HasField("config_update"):
+                    self._prebuild_config = dict(item.config_update.config)
             return
         if (
             not replay
