@@ -274,3 +274,18 @@ def test_route_refresh_interval_keeps_fractions_of_a_second():
         return dataplane_settings("node-a", {"route_refresh_interval": text})["resync_interval"]
 
     assert (interval("500ms"), interval("1.5s"), interval("1m30s")) == (0.5, 1.5, 90.0)
+
+
+def test_a_dataplane_that_cannot_be_imported_stops_start_up(monkeypatch, caplog, tmp_path):
+    """Was a warning and a felix serving the stream, reporting ready, programming nothing."""
+    import sys
+
+    import felix
+    from felix.daemon.main import main
+
+    monkeypatch.setitem(sys.modules, "felix.dataplane", None)  # import raises ImportError
+    monkeypatch.delattr(felix, "dataplane", raising=False)
+    argv = ["--etcd-endpoints", "http://127.0.0.1:1", "--socket", str(tmp_path / "f.sock")]
+    assert main(argv) == 2
+    assert "cannot load the dataplane" in caplog.text
+    assert not (tmp_path / "f.sock").exists()

@@ -132,15 +132,13 @@ def local_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def load_managers(
-    node: str, local: Mapping[str, Any] | None = None
-) -> ManagerFactory | list[Manager]:
-    """``felix.dataplane.build_managers``, built once the configuration is known."""
-    try:
-        from felix import dataplane
-    except ImportError as exc:
-        log.warning("no dataplane (%s); serving the calc-graph stream only", exc)
-        return []
+def load_managers(node: str, local: Mapping[str, Any] | None = None) -> ManagerFactory:
+    """``felix.dataplane.build_managers``, built once the configuration is known.
+
+    Imported here so ``--no-dataplane`` starts without pyroute2. An ImportError is the
+    caller's to report: a felix that cannot program must not run and report ready.
+    """
+    from felix import dataplane
 
     def factory(config: dict[str, str]) -> list[Manager]:
         settings = dataplane_settings(node, config, local)
@@ -179,7 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    managers = [] if args.no_dataplane else load_managers(args.node_name, local_settings(args))
+    managers: ManagerFactory | list[Manager] = []
+    if not args.no_dataplane:
+        try:
+            managers = load_managers(args.node_name, local_settings(args))
+        except ImportError as exc:
+            log.error("cannot load the dataplane (--no-dataplane serves the stream only): %s", exc)
+            return 2
     log.info("starting node=%s endpoints=%s socket=%s dataplane=%s netns=%s",
              args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane,
              args.dataplane_netns or "-")  # fmt: skip
