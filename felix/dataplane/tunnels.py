@@ -215,7 +215,8 @@ def kernel_has_ipip(kernel: Kernel) -> bool:
 class IPIPManager:
     """tunl0 up with the node's IPIP tunnel address and MTU; routes use `dev tunl0 onlink`.
 
-    The tunnel address comes from ConfigUpdate key ``IpInIpTunnelAddr`` (as in Calico).
+    The tunnel address comes from ConfigUpdate key ``IpInIpTunnelAddr`` (as in Calico;
+    ``felix.calc.config`` fills it from this node's ``spec.ipv4IPIPTunnelAddr``).
     """
 
     def __init__(self, config: DataplaneConfig, kernel: Kernel) -> None:
