@@ -298,16 +298,27 @@ class FelixCore:
             elif changed:
                 log.warning("felix configuration changed; restart tabby-felix to apply "
                             "fields=%s", ",".join(changed))  # fmt: skip
-        try:
-            if item is _LEARNED_RESET:
-                for m in self._learners:
-                    if hasattr(m, "on_learned_reset"):
-                        m.on_learned_reset()
-            elif isinstance(item, felix_services_pb2.LearnedRouteMessage):
-                for m in self._learners:
-                    m.on_learned(item)  # type: ignore[attr-defined]
-            else:
-                for m in self._managers:
-                    m.on_update(item)  # type: ignore[arg-type]
-        except Exception:
-            log.exception("dataplane manager rejected a message; continuing")
+        if item is _LEARNED_RESET:
+            targets = [(m, "on_learned_reset") for m in self._learners]
+            args: tuple[object, ...] = ()
+            what = "learned_reset"
+        elif isinstance(item, felix_services_pb2.LearnedRouteMessage):
+            targets = [(m, "on_learned") for m in self._learners]
+            args, what = (item,), f"learned.{item.WhichOneof('payload')}"
+        else:
+            targets = [(m, "on_update") for m in self._managers]
+            args, what = (item,), str(item.WhichOneof("payload"))  # type: ignore[attr-defined]
+        # Each manager on its own: one that rejects a message must not keep it from the
+        # managers after it (a route must still reach the route manager).
+        for m, method in targets:
+            fn = getattr(m, method, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:
+                log.exception(
+                    "dataplane manager rejected a message; continuing manager=%s message=%s",
+                    type(m).__name__,
+                    what,
+                )

@@ -289,3 +289,21 @@ def test_a_dataplane_that_cannot_be_imported_stops_start_up(monkeypatch, caplog,
     assert main(argv) == 2
     assert "cannot load the dataplane" in caplog.text
     assert not (tmp_path / "f.sock").exists()
+
+
+def test_a_manager_rejecting_a_message_does_not_keep_it_from_the_next_manager(caplog):
+    class Rejecting(FlakyManager):
+        def on_update(self, msg: calc_pb2.ToDataplane) -> None:
+            raise ValueError("cannot handle this")
+
+    first, second = Rejecting(), FlakyManager()
+    core = FelixCore("node-a", [first, second], min_backoff=0.05, max_backoff=0.2)
+    core.start()
+    try:
+        load(core)
+        assert core.wait_endpoint_ready(WEP_KEY, 5) == (True, "")
+        kinds = {m.WhichOneof("payload") for m in second.updates}
+        assert {"route_update", "workload_endpoint_update", "in_sync"} <= kinds
+        assert "manager=Rejecting message=route_update" in caplog.text
+    finally:
+        core.stop()
