@@ -170,19 +170,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for ep in endpoints:
             check_endpoint(ep)
     except Exception as exc:
-        log.error("cannot resolve etcd endpoints: %s", exc)
+        log.error("etcd endpoints unusable error=%s", exc)
         return 2
     try:
         check_netns(args.dataplane_netns)
     except ValueError as exc:
-        log.error("%s", exc)
+        log.error("dataplane namespace unusable error=%s", exc)
         return 2
     managers: ManagerFactory | list[Manager] = []
     if not args.no_dataplane:
         try:
             managers = load_managers(args.node_name, local_settings(args))
         except ImportError as exc:
-            log.error("cannot load the dataplane (--no-dataplane serves the stream only): %s", exc)
+            log.error("dataplane cannot be loaded (--no-dataplane: stream only) error=%s", exc)
             return 2
     log.info("starting node=%s endpoints=%s socket=%s dataplane=%s netns=%s",
              args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane,
