@@ -55,8 +55,12 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _free_port() -> int:
-    """A port the kernel just handed out; etcd binds it a moment later (retried on a race)."""
+def free_port() -> int:
+    """A loopback TCP port the kernel just handed out (free now; callers bind it soon).
+
+    Another process may take it in between: etcd start-up is retried for that race.
+    Other packages' tests use this too (daemon health ports).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -113,7 +117,7 @@ class EtcdServer:
     def _first_start(self) -> None:
         last_error: Exception | None = None
         for _ in range(_START_ATTEMPTS):
-            self.client_port, self.peer_port = _free_port(), _free_port()
+            self.client_port, self.peer_port = free_port(), free_port()
             try:
                 self.start()
                 return

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 
 from felix.calc import selector
 from felix.calc.state import ClusterState, parse_interface
+from model.durations import parse_duration
 from model.resources import BGPConfiguration, Node
 from proto import calc_pb2
 
@@ -75,24 +75,17 @@ def bgp_config(state: ClusterState, hostname: str) -> calc_pb2.BGPConfigUpdate |
     )
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+def restart_seconds(text: str) -> int:
+    """A BGPPeer's ``maxRestartTime`` in whole seconds for the stream; 0 when unset.
 
-
-def parse_duration(text: str) -> int:
-    """Seconds in a Go-style duration ("120s", "2m", "1h30m"); 0 when empty."""
-    text = text.strip()
-    if not text:
+    ValueError for text that is not a Go duration or is negative (the field is unsigned).
+    """
+    if not text.strip():
         return 0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m[1]) * _UNIT_SECONDS[m[2]]
-        pos = m.end()
-    if pos != len(text):
-        raise ValueError(f"invalid duration {text!r}")
-    return int(total)
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise ValueError(f"duration {text!r} must not be negative")
+    return int(seconds)
 
 
 def split_peer_ip(text: str) -> tuple[str, int]:
@@ -158,7 +151,7 @@ def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerU
         try:
             if not _applies(spec.node, spec.node_selector, hostname, local.metadata.labels):
                 continue
-            restart = parse_duration(spec.max_restart_time)
+            restart = restart_seconds(spec.max_restart_time)
         except ValueError as exc:
             log.warning("bgp peer ignored bgppeer=%s error=%s", res.name, exc)
             continue

@@ -115,9 +115,22 @@ def test_malformed_peer_is_skipped_and_the_rest_still_apply(caplog):
     assert "bgppeer=bad field=peerIP" in caplog.text
 
 
+def test_peer_with_a_negative_or_malformed_max_restart_time_is_skipped(caplog):
+    st = cluster(A, peers=[
+        bgp_peer("neg", peer_ip="10.0.0.97", as_number=1, max_restart_time="-5s"),
+        bgp_peer("typo", peer_ip="10.0.0.98", as_number=1, max_restart_time="5 min"),
+        bgp_peer("good", peer_ip="10.0.0.99", as_number=1, max_restart_time="2m"),
+    ])  # fmt: skip
+    peers = bgp.bgp_peers(st, "a")
+    assert set(peers) == {"10.0.0.99"}
+    assert peers["10.0.0.99"].max_restart_time == 120
+    assert "bgppeer=neg" in caplog.text and "bgppeer=typo" in caplog.text
+
+
 def test_peer_ip_forms():
     assert bgp.split_peer_ip("10.0.0.1") == ("10.0.0.1", 0)
     assert bgp.split_peer_ip("10.0.0.1:179") == ("10.0.0.1", 0)
     assert bgp.split_peer_ip("[fd00::1]:1179") == ("fd00::1", 1179)
     assert bgp.peer_id("fd00::1", 1179) == "[fd00::1]:1179"
-    assert bgp.parse_duration("1h30m") == 5400
+    assert bgp.restart_seconds("1h30m") == 5400
+    assert bgp.restart_seconds("") == 0
