@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+import socket
+
 import pytest
 
 from bgp.interop.harness import Tabby, lan, workdir
@@ -53,3 +56,15 @@ def env_fixture():
                 proc.stop()
             for log in sorted(d.glob("*.log")):  # shown by pytest only when a test fails
                 print(f"===== {log.name}\n{log.read_text(errors='replace')[-6000:]}")
+
+
+def loopback_net() -> str:
+    """A random 127.x.y. prefix: loopback tests of several helpers never share addresses."""
+    return f"127.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}."
+
+
+def free_port(addr: str) -> int:
+    """A TCP port free on ``addr`` right now (the daemon binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
