@@ -35,6 +35,8 @@ def rib_entry(path: Path, best: bool) -> pb.RibEntry:
         from_peer="" if path.source.local else str(path.source.address),
         best=best,
         path_id=path.prefix.path_id,
+        originator_id=str(a.originator_id or ""),
+        cluster_list=[str(c) for c in a.cluster_list],
     )
 
 

@@ -70,6 +70,8 @@ class DaemonConfig:
     originate: tuple[Originate, ...] = ()
     graceful_restart: GracefulRestart = field(default_factory=GracefulRestart)
     admin_socket: str | None = None
+    metrics_port: int = 0  # Prometheus text on http://metrics_address:port/metrics; 0 = off
+    metrics_address: str = "127.0.0.1"
     hold_time: int = 90
     connect_retry_time: int = 5
     next_hop_v4: ipaddress.IPv4Address | None = None
@@ -206,6 +208,8 @@ _TOP_KEYS = {
     "originate",
     "gracefulRestart",
     "adminSocket",
+    "metricsPort",
+    "metricsAddress",
     "holdTime",
     "connectRetryTime",
     "nextHopV4",
@@ -287,6 +291,8 @@ def parse_config(data: Any) -> DaemonConfig:
             _int("gracefulRestart.restartTime", gr.get("restartTime", 120), 1, 4095),
         ),
         admin_socket=data.get("adminSocket"),
+        metrics_port=_int("metricsPort", data.get("metricsPort", 0), 0, 65535),
+        metrics_address=str(_ip("metricsAddress", data.get("metricsAddress", "127.0.0.1"))),
         hold_time=_hold("holdTime", data.get("holdTime", 90)),
         connect_retry_time=_int("connectRetryTime", data.get("connectRetryTime", 5), 1, 65535),
         next_hop_v4=None if "nextHopV4" not in data else _ipv4("nextHopV4", data["nextHopV4"]),

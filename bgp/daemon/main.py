@@ -39,6 +39,11 @@ async def run(config: DaemonConfig, path: str | None = None) -> int:
         from bgp.daemon.admin import serve_admin
 
         admin = await serve_admin(speaker, config.admin_socket)
+    metrics = None
+    if config.metrics_port:
+        from bgp.daemon.metrics import serve_metrics
+
+        metrics = await serve_metrics(speaker, config.metrics_address, config.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +53,8 @@ async def run(config: DaemonConfig, path: str | None = None) -> int:
     await stop.wait()
     log.info("stopping")
     await speaker.stop()
+    if metrics is not None:
+        await metrics.stop()
     if admin is not None:
         await admin.stop(0.5)
     return 0

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bgp.daemon.config import PeerConfig
+from bgp.daemon.metrics import PeerCounters
 from bgp.daemon.session import Session
 from bgp.fsm import (
     Connection,
@@ -68,6 +69,7 @@ class Peer:
         self.established: Session | None = None
         self.established_since = 0.0
         self.last_error = ""
+        self.counters = PeerCounters()  # for /metrics
         self.router_id: ipaddress.IPv4Address | None = None
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task | None = None
@@ -334,5 +336,6 @@ class Peer:
                     len(messages),
                     out.prefix_count,
                 )
+                self.counters.updates_out += len(messages)
                 session.send_raw(messages)
                 await session.drain()
