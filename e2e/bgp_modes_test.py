@@ -158,7 +158,7 @@ def test_mode3_route_reflectors_every_node_learns_every_block(bin_dir: pathlib.P
                 "rr-mesh", nodeSelector="has(route-reflector)", peerSelector="has(route-reflector)"
             )
         )
-        bs.apply(n0, bin_dir, "\n---\n".join(docs))
+        bs.apply(n0, bin_dir, *docs)
         confs = {node.name: bs.start_services(cluster, node, bin_dir) for node in cluster.nodes}
         pods = pods_per_node(cluster.nodes, confs)
 
@@ -242,9 +242,8 @@ def test_mode5_gateway_bird_dynamic_range_learns_every_block_and_survives_restar
         bs.apply(
             n0,
             bin_dir,
-            bs.bgp_configuration(mesh=False)
-            + "\n---\n"
-            + bs.bgp_peer("gateway", peerIP=cluster.router.ip, asNumber=65000),
+            bs.bgp_configuration(mesh=False),
+            bs.bgp_peer("gateway", peerIP=cluster.router.ip, asNumber=65000),
         )
         confs = {node.name: bs.start_services(cluster, node, bin_dir) for node in cluster.nodes}
         pods = pods_per_node(cluster.nodes, confs)

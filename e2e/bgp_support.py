@@ -70,8 +70,10 @@ def tabbyctl(
     )
 
 
-def apply(node: Node, bin_dir: pathlib.Path, yaml_text: str) -> None:
-    tabbyctl(node, bin_dir, "apply", "-f", "-", input=yaml_text)
+def apply(node: Node, bin_dir: pathlib.Path, *docs: str) -> None:
+    """``tabbyctl apply`` the resources (JSON documents), as one list."""
+    text = json.dumps([json.loads(d) for d in docs])
+    tabbyctl(node, bin_dir, "apply", "-f", "-", input=text)
 
 
 def register(cluster: Cluster, node: Node, bin_dir: pathlib.Path) -> None:
