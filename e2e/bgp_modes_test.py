@@ -147,7 +147,18 @@ def test_mode3_route_reflectors_every_node_learns_every_block(bin_dir: pathlib.P
             docs.append(
                 bs.node_yaml(rr, labels={"route-reflector": "true"}, rr_cluster_id="224.0.0.1")
             )
-        # Clients peer with every reflector; reflectors peer with each other.
+        # Clients peer with every reflector; reflectors peer with each other. Felix's
+        # calc applies a BGPPeer on the nodeSelector side only (Calico's confd also
+        # configures the peerSelector side), so the reflectors get their clients from a
+        # BGPPeer of their own; a reflector peers with a node without a cluster id as
+        # its route-reflector client.
+        docs.append(
+            bs.bgp_peer(
+                "rrs-to-clients",
+                nodeSelector="has(route-reflector)",
+                peerSelector="!has(route-reflector)",
+            )
+        )
         docs.append(
             bs.bgp_peer(
                 "to-rrs", nodeSelector="!has(route-reflector)", peerSelector="has(route-reflector)"
