@@ -118,8 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster mode: longest wait for peers' End-of-RIB before telling Felix the "
         "learned table is complete",
     )
+    p.add_argument(
+        "--publish-from-datastore",
+        action="store_true",
+        help="route publisher: advertise every node's blocks from the datastore",
+    )
+    p.add_argument("--etcd-endpoints", help="publisher: comma-separated etcd client URLs")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from bgp.daemon.publisher import run_publisher
+    from datastore.config import resolve_endpoints
+
+    try:
+        config = load_config(args.config)
+        endpoints = resolve_endpoints(args.etcd_endpoints)
+    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+        print(f"tabby-bgpd: {e}", file=sys.stderr)
+        return 2
+    if config.originate:
+        log.warning("originate in %s ignored: the datastore says what to publish", args.config)
+    return asyncio.run(run_publisher(config, endpoints))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_cluster(args))
     if not args.config:
         parser.error("one of --config FILE or --felix-socket PATH is required")
+    if args.publish_from_datastore:
+        return _publish(args)
     try:
         config = load_config(args.config)
     except (OSError, ConfigError) as e:
