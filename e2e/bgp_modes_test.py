@@ -14,6 +14,7 @@ Each test skips, naming what is missing, until its executables are installed.
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -360,3 +361,73 @@ def test_mode5_route_publisher_advertises_every_block_to_the_gateway(bin_dir: pa
             if p.node is gone:
                 block = bs.block_of(p.ip)
                 bs.wait_until(f"BIRD lost {block}", lambda b=block: not bird.next_hops(b))
+
+
+@needs_all
+@needs_bird
+def test_felix_keeps_learned_routes_while_bgpd_restarts_until_its_end_of_rib(
+    bin_dir: pathlib.Path,
+):
+    """Graceful restart on the node itself: the learned route to another subnet's
+    block stays in the kernel while tabby-bgpd is killed and restarted."""
+    with Cluster.l3((1, 1)) as cluster:
+        assert cluster.router is not None
+        n0, n1 = cluster.nodes
+        for node in cluster.nodes:
+            bs.register(cluster, node, bin_dir)
+        bird = bs.Bird(
+            cluster.router,
+            bs.bird_reflector_conf(cluster.router.ip, bs.CLUSTER_AS, "172.31.0.0/16"),
+        )
+        docs = [bs.bgp_configuration(mesh=False)]
+        for node in cluster.nodes:
+            # Each node peers with the gateway address of its own subnet.
+            docs.append(
+                bs.bgp_peer(
+                    f"gw-{node.name}",
+                    node=node.name,
+                    peerIP=str(node.gateway),
+                    asNumber=bs.CLUSTER_AS,
+                )
+            )
+        bs.apply(n0, bin_dir, *docs)
+        confs = {node.name: bs.start_services(cluster, node, bin_dir) for node in cluster.nodes}
+        pods = pods_per_node(cluster.nodes, confs)
+        far = next(p for p in pods if p.node is n1)
+        block, gw = bs.block_of(far.ip), str(n0.gateway)
+        bs.wait_until(
+            f"{n0.name}: {block} via {gw} proto 80 (learned)",
+            lambda: bs.felix_route_via(n0, block, gw),
+        )
+        matrix = reachability_matrix(pods, deadline=20)
+        print(matrix)
+        matrix.assert_all_ok()
+
+        daemon = next(d for d in cluster.daemons if d.name == f"{n0.name}-bgpd")
+        daemon.popen.send_signal(signal.SIGKILL)
+        daemon.popen.wait(5)
+        missing = 0
+        deadline = time.monotonic() + 2.0  # down for a while: bird notices, felix waits
+        while time.monotonic() < deadline:
+            missing += not bs.felix_route_via(n0, block, gw)
+            time.sleep(0.1)
+        restarted = bs.start_bgpd(n0, bin_dir)
+        # Sample through the whole comeback: process start, resubscribe, session, the
+        # gateway's table, end-of-rib to Felix, and a while after it.
+        deadline = time.monotonic() + 30
+        settle: float | None = None
+        while settle is None or time.monotonic() < settle:
+            assert time.monotonic() < deadline, "restarted bgpd sent no end-of-rib"
+            missing += not bs.felix_route_via(n0, block, gw)
+            if settle is None and "learned routes end-of-rib sent" in restarted.log_text():
+                settle = time.monotonic() + 2.0
+            time.sleep(0.05)
+        assert missing == 0, f"learned route missing in {missing} samples during the restart"
+        # Felix's side of it: when the new stream's end-of-rib came, the route had been
+        # re-announced already, so nothing stale was dropped (an early end-of-rib drops
+        # it and the kernel route flaps until the gateway's table arrives).
+        felix = next(d for d in cluster.daemons if d.name == f"{n0.name}-felix")
+        syncs = re.findall(r"learned routes in sync stale_dropped=(\d+)", felix.log_text())
+        assert len(syncs) >= 2 and syncs[-1] == "0", syncs
+        assert bs.felix_route_via(n0, block, gw), "route gone after end-of-rib"
+        assert bird.next_hops(bs.block_of(next(p for p in pods if p.node is n0).ip)) == {n0.ip}

@@ -248,6 +248,28 @@ protocol bgp nodes {{
 """
 
 
+def bird_reflector_conf(router_id: str, local_as: int, fabric: str) -> str:
+    """An iBGP gateway reflecting every node's routes to every node with itself as the
+    next hop (each node peers with its own subnet's gateway address, so that next hop
+    is on-link): nodes in other subnets are reached through it, and those routes exist
+    on a node only because BGP put them there."""
+    return f"""
+router id {router_id};
+protocol device {{ scan time 2; }}
+protocol direct {{ ipv4; }}
+protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}
+protocol bgp nodes {{
+  local as {local_as};
+  neighbor range {fabric} as {local_as};
+  dynamic name "node";
+  rr client;
+  graceful restart on;
+  hold time 9;
+  ipv4 {{ import all; export where source = RTS_BGP; next hop self; }};
+}}
+"""
+
+
 class Bird:
     """BIRD 2 in a namespace (``bird -f``), with birdc on its own control socket."""
 
