@@ -217,3 +217,16 @@ def test_learned_message_withdraws_when_no_usable_next_hop():
     assert learned_message(RouteUpdate(net, ()), own).withdraw == "10.244.2.0/26"
     back = RouteUpdate(net, (ipaddress.ip_address("10.0.0.11"),))
     assert learned_message(back, own).withdraw == "10.244.2.0/26"
+
+
+def test_cli_needs_exactly_one_mode(capsys):
+    from bgp.daemon.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    assert "one of --config FILE or --felix-socket PATH is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--config", "/x.yaml", "--felix-socket", "/y.sock"])
+    assert e.value.code == 2
+    assert "two different modes" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import socket
 
 import pytest
 
@@ -171,5 +172,55 @@ def test_originated_route_with_explicit_next_hop_keeps_it_to_ibgp_and_ebgp():
         finally:
             for s in (pub, ebgp, ibgp):
                 await s.stop()
+
+    asyncio.run(main())
+
+
+def test_cluster_runner_reconciles_live_rebuilds_on_as_change_and_keeps_speaker_on_bad_config():
+    from bgp.daemon.cluster import Settings, StreamView
+    from bgp.daemon.felix_client import ClusterRunner
+    from proto import calc_pb2
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.31", 0))
+        port = s.getsockname()[1]
+
+    def cfg(**kw) -> calc_pb2.ToDataplane:
+        base = {"as_number": 64512, "router_id": "127.0.0.31", "node_ipv4": "127.0.0.31",
+                "listen_port": port}  # fmt: skip
+        base.update(kw)
+        return calc_pb2.ToDataplane(bgp_config_update=calc_pb2.BGPConfigUpdate(**base))
+
+    def route(dst: str) -> calc_pb2.ToDataplane:
+        return calc_pb2.ToDataplane(route_update=calc_pb2.RouteUpdate(dst=dst, advertise=True))
+
+    async def main():
+        runner = ClusterRunner("/nonexistent/felix.sock", Settings(listen_address="node"))
+        view = StreamView()
+        view.apply(cfg())
+        runner.view = view
+        await runner.reconcile()
+        first = runner.speaker
+        assert first is not None and first.listen_port == port
+        try:
+            view.apply(route("10.244.31.0/26"))
+            await runner.reconcile()
+            assert runner.speaker is first  # a new route is applied live
+            assert has(first, "10.244.31.0/26")
+            view.apply(cfg(rr_cluster_id="not-an-address"))
+            await runner.reconcile()
+            assert runner.speaker is first  # rejected: nothing changes, nothing is lost
+            assert runner.config is not None and runner.config.cluster_id is None
+            assert has(first, "10.244.31.0/26")
+            view.apply(cfg(as_number=65031))
+            await runner.reconcile()
+            second = runner.speaker
+            assert second is not None and second is not first
+            assert second.config.local_as == 65031 and has(second, "10.244.31.0/26")
+            view.bgp = None  # the node lost its BGP settings
+            await runner.reconcile()
+            assert runner.speaker is None
+        finally:
+            await runner.stop()
 
     asyncio.run(main())
