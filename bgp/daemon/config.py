@@ -36,6 +36,7 @@ class PeerConfig:
     export_filter: PrefixFilter = field(default_factory=PrefixFilter)
     hold_time: int | None = None
     dynamic: bool = False  # accepted from a listen range, not configured
+    kind: str = ""  # how it was configured, for the admin API: mesh, node, global
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class Originate:
     prefix: Network
     communities: tuple[int, ...] = ()
     med: int | None = None
+    # An explicit next hop (a route publisher speaking for another node); None: the
+    # session's own next hop, as for any route this speaker originates for itself.
+    next_hop: IPAddress | None = None
 
 
 @dataclass(frozen=True)
