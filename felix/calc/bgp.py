@@ -10,7 +10,9 @@ name sorts first wins, so the result does not depend on arrival order:
   it peers through BGPPeer resources (``peerSelector``);
 * BGPPeer resources that apply to this node (``node`` names it, ``nodeSelector``
   selects it, or neither is set: a global peer) towards ``peerIP`` ...
-* ... or towards every node ``peerSelector`` selects (never this node itself).
+* ... or towards every node ``peerSelector`` selects (never this node itself); and,
+  as the other end of those sessions, a node that ``peerSelector`` selects peers with
+  every node the BGPPeer applies to.
 
 Route reflection: when this node has a cluster id and the peer node has none, the
 peer is this node's client; reflectors sharing a cluster id are plain peers.
@@ -24,7 +26,7 @@ import logging
 from felix.calc import selector
 from felix.calc.state import ClusterState, parse_interface
 from model.durations import parse_duration
-from model.resources import BGPConfiguration, Node
+from model.resources import BGPConfiguration, BGPPeerSpec, Node
 from proto import calc_pb2
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,43 @@ def _applies(spec_node: str, spec_selector: str, hostname: str, labels: dict[str
     return True
 
 
+Target = tuple[str, int, Node | None, int]  # (ip, port, node, AS)
+
+
+def _selected_nodes(
+    state: ClusterState, hostname: str, families: set[int], peer_selector: str
+) -> list[Target]:
+    """Every other node ``peer_selector`` picks, by each address of a shared family."""
+    out: list[Target] = []
+    for name in sorted(state.nodes):
+        node = state.nodes[name]
+        if name != hostname and selector.matches(peer_selector, node.metadata.labels):
+            out += [
+                (ip, 0, node, node_as(state, node))
+                for ip in _node_ips(node)
+                if ipaddress.ip_address(ip).version in families
+            ]
+    return out
+
+
+def _reverse_targets(
+    state: ClusterState, hostname: str, families: set[int], spec: BGPPeerSpec
+) -> list[Target]:
+    """The nodes a peerSelector-BGPPeer applies to, seen from a node it selects."""
+    out: list[Target] = []
+    for name in sorted(state.nodes):
+        node = state.nodes[name]
+        if name == hostname:
+            continue
+        if _applies(spec.node, spec.node_selector, name, node.metadata.labels):
+            out += [
+                (ip, 0, node, node_as(state, node))
+                for ip in _node_ips(node)
+                if ipaddress.ip_address(ip).version in families
+            ]
+    return out
+
+
 def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerUpdate]:
     local = state.nodes.get(hostname)
     if local is None or local.spec.bgp is None:
@@ -148,13 +187,28 @@ def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerU
     node_by_ip = {ip: n for n in state.nodes.values() for ip in _node_ips(n)}
     for res in sorted(state.bgp_peers.values(), key=lambda p: p.name):
         spec = res.spec
+        labels = local.metadata.labels
         try:
-            if not _applies(spec.node, spec.node_selector, hostname, local.metadata.labels):
-                continue
             restart = restart_seconds(spec.max_restart_time)
+            ours = _applies(spec.node, spec.node_selector, hostname, labels)
+            picked = bool(spec.peer_selector) and selector.matches(spec.peer_selector, labels)
         except ValueError as exc:
             log.warning("bgp peer ignored bgppeer=%s error=%s", res.name, exc)
             continue
+        targets: list[Target] = []
+        if ours and spec.peer_ip:
+            try:
+                ip, port = split_peer_ip(spec.peer_ip)
+            except ValueError as exc:
+                log.warning("bgp peer ignored bgppeer=%s field=peerIP error=%s", res.name, exc)
+                continue
+            targets.append((ip, port, node_by_ip.get(ip), spec.as_number or 0))
+        if ours and spec.peer_selector:
+            targets += _selected_nodes(state, hostname, families, spec.peer_selector)
+        if picked:
+            # A session has two ends: a node the peerSelector picks peers back with every
+            # node the BGPPeer applies to (Calico configures both sides the same way).
+            targets += _reverse_targets(state, hostname, families, spec)
         common = {
             "type": calc_pb2.GLOBAL if not (spec.node or spec.node_selector) else calc_pb2.NODE,
             "password": spec.password,
@@ -162,30 +216,6 @@ def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerU
             "max_restart_time": restart,
             "source": f"BGPPeer({res.name})",
         }
-        targets: list[tuple[str, int, Node | None, int]] = []  # (ip, port, node, as)
-        if spec.peer_ip:
-            try:
-                ip, port = split_peer_ip(spec.peer_ip)
-            except ValueError as exc:
-                log.warning("bgp peer ignored bgppeer=%s field=peerIP error=%s", res.name, exc)
-                continue
-            targets.append((ip, port, node_by_ip.get(ip), spec.as_number or 0))
-        elif spec.peer_selector:
-            for name in sorted(state.nodes):
-                node = state.nodes[name]
-                if name == hostname:
-                    continue
-                try:
-                    if not selector.matches(spec.peer_selector, node.metadata.labels):
-                        continue
-                except ValueError as exc:
-                    log.warning(
-                        "bgp peer ignored bgppeer=%s field=peerSelector error=%s", res.name, exc
-                    )
-                    break
-                for ip in _node_ips(node):
-                    if ipaddress.ip_address(ip).version in families:
-                        targets.append((ip, 0, node, node_as(state, node)))
         for ip, port, node, asn in targets:
             pid = peer_id(ip, port)
             if pid in peers:

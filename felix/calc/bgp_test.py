@@ -102,6 +102,22 @@ def test_clients_peer_with_reflectors_and_reflectors_mark_them_clients():
     assert reflector["10.0.0.11"].peer_node == "rr2"
 
 
+def test_a_node_picked_by_peer_selector_peers_back_with_the_nodes_the_peer_applies_to():
+    # One BGPPeer for the clients only (Calico's usual RR setup): the reflectors must
+    # still configure their end of every client session, as clients and not as peers.
+    st = cluster(
+        A, B, RR1, RR2,
+        configs=[bgp_config(node_to_node_mesh_enabled=False)],
+        peers=[bgp_peer("clients-to-rr", node_selector="!has(rr)", peer_selector="has(rr)")],
+    )  # fmt: skip
+    assert set(bgp.bgp_peers(st, "a")) == {"10.0.0.10", "10.0.0.11"}
+    reflector = bgp.bgp_peers(st, "rr1")
+    assert set(reflector) == {"10.0.0.1", "10.0.0.2"}  # not rr2: the peer does not apply to it
+    assert all(p.route_reflector_client for p in reflector.values())
+    assert reflector["10.0.0.1"].peer_node == "a"
+    assert reflector["10.0.0.1"].type == calc_pb2.NODE
+
+
 def test_reflectors_stand_outside_the_mesh():
     st = cluster(A, B, RR1)
     assert set(bgp.bgp_peers(st, "a")) == {"10.0.0.2"}
