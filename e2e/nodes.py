@@ -22,10 +22,13 @@ def start_tabby_node(
     *,
     vxlan_mode: str = "Never",
     mtu: int = 1500,
+    services: str = "felix,cni",
+    extra_args: tuple[str, ...] = (),
 ) -> str:
-    """Start ``tabby-node`` in ``node`` (Felix and the CNI service under its own run dir),
-    wait until it registered, has its tunnel address settled and serves CNI, and install
-    the CNI conf. Returns the path of the node's conflist."""
+    """Start ``tabby-node`` in ``node`` (by default Felix and the CNI service; add
+    ``bgpd`` for BGP in cluster mode) under its own run dir, wait until it registered,
+    has its tunnel address settled and serves CNI, and install the CNI conf. Returns the
+    path of the node's conflist."""
     state = node.state_dir
     run_dir = state / "run"
     endpoint = cluster.etcd_endpoint
@@ -38,7 +41,8 @@ def start_tabby_node(
             f"--default-ipv4-pool={POD_CIDR}",
             f"--default-ipv4-pool-vxlan={vxlan_mode}",
             f"--run-dir={run_dir}",
-            "--services=felix,cni",
+            f"--services={services}",
+            *extra_args,
         ],
         name=f"{node.name}-tabby-node",
     )
