@@ -17,8 +17,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import weakref
 
-from datastore.api import KeyValue
+from datastore.api import DatastoreError, KeyValue
 from datastore.etcd import EtcdStore, _b64, _kv, _reason, _Retryable, prefix_end
 
 _MAX_HEADER_BYTES = 64 * 1024
@@ -27,7 +28,7 @@ _MAX_HEADER_BYTES = 64 * 1024
 class _Conn:
     """One kept-alive HTTP/1.1 connection: a socket and the bytes read past a response."""
 
-    __slots__ = ("buf", "host", "port", "sock")
+    __slots__ = ("__weakref__", "buf", "host", "port", "sock")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -129,7 +130,8 @@ class FastEtcdStore(EtcdStore):
         super().__init__(endpoints, timeout)
         self._fast_local = threading.local()
         self._fast_lock = threading.Lock()
-        self._fast_conns: list[_Conn] = []
+        # Weak: a thread's connections go (and their sockets close) when the thread ends.
+        self._fast_conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
 
     def _fast_conn(self, idx: int) -> _Conn:
         conns: dict[int, _Conn] | None = getattr(self._fast_local, "conns", None)
@@ -140,7 +142,7 @@ class FastEtcdStore(EtcdStore):
             ep = self._endpoints[idx]
             conn = conns[idx] = _Conn(ep.host, ep.port)
             with self._fast_lock:
-                self._fast_conns.append(conn)
+                self._fast_conns.add(conn)
         return conn
 
     def _roundtrip(self, idx: int, path: str, payload: bytes, deadline: float) -> tuple[int, bytes]:
@@ -181,14 +183,14 @@ class FastEtcdStore(EtcdStore):
         responses = resp.get("responses") or []
         ranges = [(r.get("response_range") or {}).get("kvs") or [] for r in responses]
         if len(ranges) != len(ops):
-            raise _Retryable("etcd answered a batched read with the wrong number of responses")
+            raise DatastoreError("etcd answered a batched read with the wrong number of responses")
         got = [_kv(r[0]) if r else None for r in ranges[: len(gets)]]
         listed = [[_kv(d) for d in r] for r in ranges[len(gets) :]]
         return got, listed, int(resp["header"]["revision"])
 
     def close(self) -> None:
         with self._fast_lock:
-            conns, self._fast_conns = self._fast_conns, []
+            conns, self._fast_conns = list(self._fast_conns), weakref.WeakSet()
         for conn in conns:
             conn.close()
         super().close()

@@ -25,12 +25,12 @@ from cni import config, errors, felix_wait, names, netns, plumbing, protocol, wo
 from cni import result as cniresult
 from cni.config import Invocation, NetConf
 from cni.errors import CNIError
+from cni.etcdconn import FastEtcdStore
 from datastore import keys
-from datastore.api import DatastoreError, KVStore, Unavailable
-from datastore.etcd import EtcdStore
+from datastore.api import DatastoreError, KeyValue, KVStore, Unavailable
 from ipam import errors as ipam_errors
 from ipam.block import AllocationBlock
-from ipam.client import AutoAssignRequest, IPAMClient
+from ipam.client import AutoAssignRequest, IPAMClient, Snapshot
 from model.errors import ValidationError
 
 log = logging.getLogger("tabby.cni")
@@ -43,7 +43,7 @@ class Backends:
 
     def __init__(self, kv_factory: Callable[[NetConf], KVStore] | None = None) -> None:
         self._kv_factory = kv_factory or (
-            lambda c: EtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
+            lambda c: FastEtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
         )
         self._stores: dict[tuple[tuple[str, ...], float], KVStore] = {}
         self._lock = threading.Lock()
@@ -146,7 +146,10 @@ def _json_list(annotations: dict[str, str], key: str) -> list[str] | None:
 
 
 def _node_labels(kv: KVStore, node: str) -> dict[str, str]:
-    found = kv.get(keys.resource_key("nodes", node))
+    return _labels_of(kv.get(keys.resource_key("nodes", node)))
+
+
+def _labels_of(found: KeyValue | None) -> dict[str, str]:
     if found is None:
         return {}
     try:
@@ -163,8 +166,13 @@ def _assign(
     att: Attachment,
     inv: Invocation,
     pod_info: workload.PodInfo | None,
+    snapshot: Snapshot | None = None,
+    node_labels: dict[str, str] | None = None,
 ) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv6Interface]]:
-    """Addresses for the attachment: fixed ones from ``ipAddrs``, else auto-assigned."""
+    """Addresses for the attachment: fixed ones from ``ipAddrs``, else auto-assigned.
+
+    ``snapshot``/``node_labels``: what ADD already read in its one batched read.
+    """
     annotations = pod_info.annotations if pod_info else {}
     attrs = {"node": conf.nodename, "container_id": inv.container_id, "network": conf.name}
     if att.pod:
@@ -198,9 +206,9 @@ def _assign(
             ipv4_pools=list(v4_pools if v4_pools is not None else conf.ipam.ipv4_pools),
             ipv6_pools=list(v6_pools if v6_pools is not None else conf.ipam.ipv6_pools),
             attrs=attrs,
-            node_labels=_node_labels(kv, conf.nodename),
+            node_labels=node_labels if node_labels is not None else _node_labels(kv, conf.nodename),
         )
-        got = ipam.auto_assign(req)
+        got = ipam.auto_assign(req, snapshot)
     except CNIError:
         _release_quietly(ipam, att.handle)
         raise
@@ -294,9 +302,35 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
     )
     delegated = conf.ipam.type != config.IPAM_TYPE
     try:
+        snapshot: Snapshot | None = None
+        node_labels: dict[str, str] | None = None
+        if delegated:
+            try:
+                key = workload.template_key(att.wep_name, att.namespace)
+                pod_kv = kv.get(key) if att.pod else None
+            except DatastoreError as exc:
+                raise _datastore_error(exc, "reading the pod's endpoint template") from None
+        else:
+            # One round trip for everything ADD reads before it writes (etcd: one
+            # read-only transaction): template, node labels, IPAM config, pools,
+            # this node's affinities and the handle record.
+            try:
+                snapshot, (pod_kv, node_kv) = ipam.snapshot(
+                    conf.nodename,
+                    att.handle,
+                    [
+                        workload.template_key(att.wep_name, att.namespace),
+                        keys.resource_key("nodes", conf.nodename),
+                    ],
+                )
+            except (ipam_errors.IPAMError, DatastoreError) as exc:
+                raise _ipam_error(exc) from None
+            node_labels = _labels_of(node_kv)
+            if not att.pod:
+                pod_kv = None
         try:
-            pod_info = workload.lookup_pod(kv, att.wep_name, att.namespace) if att.pod else None
-        except (DatastoreError, ValidationError, ValueError) as exc:
+            pod_info = workload.pod_info_from(pod_kv)
+        except (ValidationError, ValueError) as exc:
             raise _datastore_error(exc, "reading the pod's endpoint template") from None
         if delegated:
             prev = _delegate_ipam(inv, conf)
@@ -311,7 +345,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                 if a.version == 6
             ]
         else:
-            v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info)
+            v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info, snapshot, node_labels)
     except BaseException:
         if veth.wait() is None:
             with contextlib.suppress(Exception):
@@ -430,7 +464,9 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
         ours = not owner or owner == inv.container_id
         if ours and current is not None:
             try:
-                workload.delete(kv, att.wep_name, att.namespace, inv.container_id)
+                workload.delete(
+                    kv, att.wep_name, att.namespace, inv.container_id, current=current[0]
+                )
             except DatastoreError as exc:
                 raise _datastore_error(exc, "deleting the workload endpoint") from None
         if conf.ipam.type == config.IPAM_TYPE:

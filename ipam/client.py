@@ -89,6 +89,27 @@ class IPAMConfig:
 IPAM_CONFIG_KEY = resource_key("ipamconfigurations", "default")
 
 
+@dataclass
+class Snapshot:
+    """What an assignment reads before it writes, taken in one read where the store can.
+
+    Built per request, never kept: the writes that follow are compare-and-swaps, so
+    nothing here can make them overwrite a newer state.
+    """
+
+    config: IPAMConfig
+    pools: list[Pool]
+    affinities: dict[int, list[KeyValue]]  # this node's affinity records per IP version
+    handles: dict[str, KeyValue | None] = field(default_factory=dict)  # as read, or written
+
+
+class _NoHint:
+    """Marker: nothing is known about a handle record; read it."""
+
+
+NO_HINT = _NoHint()
+
+
 def _encode(d: dict) -> bytes:
     return json.dumps(d, separators=(",", ":"), sort_keys=True).encode()
 
@@ -111,11 +132,39 @@ class IPAMClient:
 
     # ================================================================ public API
 
-    def auto_assign(self, req: AutoAssignRequest) -> AutoAssignResult:
+    def snapshot(
+        self, node: str, handle: str = "", extra_gets: list[str] | None = None
+    ) -> tuple[Snapshot, list[KeyValue | None]]:
+        """Config, pools, ``node``'s affinities (and ``handle``, ``extra_gets``) in one read.
+
+        One round trip when the store offers ``read_many`` (etcd: a read-only
+        transaction, so all of it is from one revision); otherwise one call each.
+        Returns the snapshot and the values of ``extra_gets`` in order.
+        """
+        gets = [IPAM_CONFIG_KEY, *([handle_key(handle)] if handle else []), *(extra_gets or [])]
+        lists = [resource_prefix("ippools")] + [f"{IPAM_AFFINITIES}{node}/ipv{v}/" for v in (4, 6)]
+        read_many = getattr(self.kv, "read_many", None)
+        if read_many is not None:
+            got, listed, _ = read_many(gets, lists)
+        else:
+            got = [self.kv.get(k) for k in gets]
+            listed = [self.kv.list(prefix)[0] for prefix in lists]
+        snap = Snapshot(
+            config=self._config_from(got[0]),
+            pools=self._pools_from(listed[0]),
+            affinities={4: listed[1], 6: listed[2]},
+            handles={handle: got[1]} if handle else {},
+        )
+        return snap, got[1 + bool(handle) :]
+
+    def auto_assign(
+        self, req: AutoAssignRequest, snapshot: Snapshot | None = None
+    ) -> AutoAssignResult:
         """Assign ``num_ipv4`` + ``num_ipv6`` addresses to ``req.handle`` on ``req.node``.
 
         All or nothing: if one family cannot be served, what this call took is given
-        back before the error is raised.
+        back before the error is raised. ``snapshot``: reads already made for this
+        request (``snapshot(req.node, req.handle)``), so they are not repeated.
         """
         if not req.handle:
             raise InvalidRequest("auto_assign: field handle is empty")
@@ -124,8 +173,7 @@ class IPAMClient:
         if req.num_ipv4 < 0 or req.num_ipv6 < 0:
             raise InvalidRequest("auto_assign: num_ipv4/num_ipv6 must not be negative")
         t0 = time.monotonic()
-        cfg = self.config()
-        pools = self.pools()
+        snap = snapshot or Snapshot(self.config(), self.pools(), {})
         got: list[tuple[IPAddress, int]] = []
         try:
             for version, n, requested in (
@@ -133,7 +181,7 @@ class IPAMClient:
                 (6, req.num_ipv6, req.ipv6_pools),
             ):
                 if n:
-                    got += self._assign_family(version, n, requested, req, cfg, pools)
+                    got += self._assign_family(version, n, requested, req, snap)
         except BaseException:
             self._rollback(req.handle, [ip for ip, _ in got])
             raise
@@ -240,7 +288,7 @@ class IPAMClient:
             _, ips = self._release_in_block(ipaddress.ip_network(cidr), None, handle=handle)
             released += [str(ip) for ip in ips]
         # Whatever the counts said, nothing of this handle is left in those blocks.
-        self._handle_drop(handle, set(counts))
+        self._handle_drop(handle, set(counts), kvh)
         log.info("ipam released handle=%s ips=%s", handle, ",".join(released) or "-")
         return released
 
@@ -273,7 +321,10 @@ class IPAMClient:
     # ============================================================ configuration
 
     def config(self) -> IPAMConfig:
-        kvc = self.kv.get(IPAM_CONFIG_KEY)
+        return self._config_from(self.kv.get(IPAM_CONFIG_KEY))
+
+    @staticmethod
+    def _config_from(kvc: KeyValue | None) -> IPAMConfig:
         if kvc is None:
             return IPAMConfig()
         try:
@@ -288,7 +339,10 @@ class IPAMClient:
 
     def pools(self) -> list[Pool]:
         """Every IPPool in the store; an undecodable one is skipped with a warning."""
-        kvs, _ = self.kv.list(resource_prefix("ippools"))
+        return self._pools_from(self.kv.list(resource_prefix("ippools"))[0])
+
+    @staticmethod
+    def _pools_from(kvs: list[KeyValue]) -> list[Pool]:
         out = []
         for kvp in kvs:
             try:
@@ -305,19 +359,20 @@ class IPAMClient:
         n: int,
         requested: list[str],
         req: AutoAssignRequest,
-        cfg: IPAMConfig,
-        all_pools: list[Pool],
+        snap: Snapshot,
     ) -> list[tuple[IPAddress, int]]:
-        pools = select_pools(all_pools, version, req.node_labels, requested)
+        cfg = snap.config
+        pools = select_pools(snap.pools, version, req.node_labels, requested)
         got: list[tuple[IPAddress, int]] = []
 
         def take(cidr: IPNetwork, borrow: bool) -> None:
-            ips = self._assign_in_block(cidr, n - len(got), req, borrow=borrow)
+            ips = self._assign_in_block(cidr, n - len(got), req, snap, borrow=borrow)
             got.extend((ip, cidr.prefixlen) for ip in ips)
 
         try:
             # 1. Blocks this node already owns.
-            for cidr in self._affine_blocks(req.node, version, pools, cfg):
+            known_affinities = snap.affinities.get(version)
+            for cidr in self._affine_blocks(req.node, version, pools, cfg, known_affinities):
                 take(cidr, borrow=False)
                 if len(got) == n:
                     return got
@@ -343,7 +398,7 @@ class IPAMClient:
         return got
 
     def _assign_in_block(
-        self, cidr: IPNetwork, n: int, req: AutoAssignRequest, *, borrow: bool
+        self, cidr: IPNetwork, n: int, req: AutoAssignRequest, snap: Snapshot, *, borrow: bool
     ) -> list[IPAddress]:
         """Take up to ``n`` addresses from one block (handle first, then block)."""
         bkey = block_key(str(cidr))
@@ -359,7 +414,7 @@ class IPAMClient:
         want = min(n, blk.free)
         if want == 0:
             return []
-        self._handle_add(req.handle, str(cidr), want)
+        self._handle_add(req.handle, str(cidr), want, snap.handles)
         got: list[IPAddress] = []
         for attempt in range(self.max_attempts):
             if cur is None:
@@ -379,10 +434,10 @@ class IPAMClient:
                 if cur is not None and not borrow and cur[0].affinity != mine:
                     cur = None
         else:
-            self._handle_add(req.handle, str(cidr), -want)
+            self._handle_add(req.handle, str(cidr), -want, snap.handles)
             raise TooManyConflicts(bkey, self.max_attempts)
         if len(got) < want:
-            self._handle_add(req.handle, str(cidr), len(got) - want)
+            self._handle_add(req.handle, str(cidr), len(got) - want, snap.handles)
         if borrow and got:
             log.info("ipam borrowed block=%s owner=%s ips=%d", cidr, blk.affinity, len(got))
         return got
@@ -400,10 +455,19 @@ class IPAMClient:
     # ================================================================ affinity
 
     def _affine_blocks(
-        self, node: str, version: int, pools: list[Pool], cfg: IPAMConfig
+        self,
+        node: str,
+        version: int,
+        pools: list[Pool],
+        cfg: IPAMConfig,
+        kvs: list[KeyValue] | None = None,
     ) -> list[IPNetwork]:
-        """This node's blocks inside ``pools``, in pool order; finishes pending claims."""
-        kvs, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/ipv{version}/")
+        """This node's blocks inside ``pools``, in pool order; finishes pending claims.
+
+        ``kvs``: the node's affinity records for ``version`` if already read.
+        """
+        if kvs is None:
+            kvs, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/ipv{version}/")
         ranked: list[tuple[int, IPNetwork]] = []
         for akv in kvs:
             cidr = ipaddress.ip_network(cidr_from_key(akv.key))
@@ -545,17 +609,36 @@ class IPAMClient:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CorruptRecord(kvh.key, f"field block: {e}") from None
 
-    def _handle_add(self, handle: str, cidr: str, delta: int) -> None:
-        """Add ``delta`` to the handle's count for one block; drop it at zero."""
+    def _handle_add(
+        self,
+        handle: str,
+        cidr: str,
+        delta: int,
+        known: dict[str, KeyValue | None] | None = None,
+    ) -> None:
+        """Add ``delta`` to the handle's count for one block; drop it at zero.
+
+        ``known``: the handle record as this request last read or wrote it (a
+        snapshot's ``handles``). The first attempt trusts it instead of reading; the
+        write is a compare-and-swap either way, so a stale record only costs a retry.
+        It is kept up to date with what this call writes.
+        """
         if delta == 0:
             return
         key = handle_key(handle)
+        hint: KeyValue | _NoHint | None = NO_HINT
+        if known is not None and handle in known:
+            hint = known.pop(handle)  # trusted once; re-recorded below on success
         for attempt in range(self.max_attempts):
-            cur = self.kv.get(key)
+            cur = self.kv.get(key) if isinstance(hint, _NoHint) else hint
+            hint = NO_HINT
             try:
                 if cur is None:
                     if delta > 0:
-                        self.kv.create(key, _encode({"handleID": handle, "block": {cidr: delta}}))
+                        body = _encode({"handleID": handle, "block": {cidr: delta}})
+                        rev = self.kv.create(key, body)
+                        if known is not None:
+                            known[handle] = KeyValue(key, body, rev, rev)
                     return
                 counts = self._decode_handle(cur)
                 counts[cidr] = counts.get(cidr, 0) + delta
@@ -563,19 +646,26 @@ class IPAMClient:
                     del counts[cidr]
                 if counts:
                     body = _encode({"handleID": handle, "block": counts})
-                    self.kv.update(key, body, cur.mod_revision)
+                    rev = self.kv.update(key, body, cur.mod_revision)
+                    if known is not None:
+                        known[handle] = KeyValue(key, body, rev, cur.create_revision)
                 else:
                     self.kv.delete(key, cur.mod_revision)
+                    if known is not None:
+                        known[handle] = None
                 return
             except (Conflict, AlreadyExists, NotFound):
                 self._backoff(attempt)
         raise TooManyConflicts(key, self.max_attempts)
 
-    def _handle_drop(self, handle: str, cidrs: set[str]) -> None:
-        """Forget ``cidrs`` in the handle record; delete it when nothing is left."""
+    def _handle_drop(self, handle: str, cidrs: set[str], known: KeyValue | None = None) -> None:
+        """Forget ``cidrs`` in the handle record; delete it when nothing is left.
+
+        ``known``: the record as last read; the first attempt's compare-and-swap trusts it.
+        """
         key = handle_key(handle)
         for attempt in range(self.max_attempts):
-            cur = self.kv.get(key)
+            cur, known = (known, None) if known is not None else (self.kv.get(key), None)
             if cur is None:
                 return
             counts = {c: v for c, v in self._decode_handle(cur).items() if c not in cidrs}
