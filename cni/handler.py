@@ -30,6 +30,7 @@ from datastore import keys
 from datastore.api import DatastoreError, KeyValue, KVStore, Unavailable
 from ipam import errors as ipam_errors
 from ipam.block import AllocationBlock
+from ipam.blockcache import BlockCache
 from ipam.client import AutoAssignRequest, IPAMClient, Snapshot
 from model.errors import ValidationError
 
@@ -46,6 +47,8 @@ class Backends:
             lambda c: FastEtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
         )
         self._stores: dict[tuple[tuple[str, ...], float], KVStore] = {}
+        # One per store: this process's pods share their node's blocks (ipam/blockcache.py).
+        self._block_caches: dict[int, BlockCache] = {}
         self._lock = threading.Lock()
 
     def kv(self, conf: NetConf) -> KVStore:
@@ -63,7 +66,10 @@ class Backends:
             return store
 
     def ipam(self, conf: NetConf) -> IPAMClient:
-        return IPAMClient(self.kv(conf))
+        kv = self.kv(conf)
+        with self._lock:
+            cache = self._block_caches.setdefault(id(kv), BlockCache())
+        return IPAMClient(kv, block_cache=cache)
 
     def close(self) -> None:
         with self._lock:
@@ -71,6 +77,7 @@ class Backends:
                 with contextlib.suppress(Exception):
                     store.close()
             self._stores.clear()
+            self._block_caches.clear()
 
 
 # --- identity of one attachment -----------------------------------------------------
@@ -273,12 +280,16 @@ class _Background:
 
     def __init__(self, fn: Callable[[], object]) -> None:
         self._error: BaseException | None = None
+        self.ms = 0.0  # how long the step took, for the command's timing log
 
         def run() -> None:
+            t0 = time.monotonic()
             try:
                 fn()
             except BaseException as exc:
                 self._error = exc
+            finally:
+                self.ms = (time.monotonic() - t0) * 1000
 
         self._thread = threading.Thread(target=run, name="cni-step")
         self._thread.start()
@@ -359,6 +370,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         else:
             _release_quietly(ipam, att.handle)
 
+    ipam_ms = (time.monotonic() - started) * 1000
     veth_error = veth.wait()
     if veth_error is not None:
         release()
@@ -389,7 +401,9 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                 network=conf.name,
                 pod_info=pod_info,
             )
+            t_wep = time.monotonic()
             workload.write(kv, wep)
+            wep_ms = (time.monotonic() - t_wep) * 1000
         finally:
             configure_error = configured.wait()
         if configure_error is not None:
@@ -434,13 +448,18 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         dns=conf.raw.get("dns") if isinstance(conf.raw.get("dns"), dict) else {},
     )
     log.info(
-        "ADD done container=%s workload=%s ifname=%s host_ifname=%s ips=%s ms=%.1f",
+        "ADD done container=%s workload=%s ifname=%s host_ifname=%s ips=%s ms=%.1f"
+        " reads_ipam_ms=%.1f veth_ms=%.1f configure_ms=%.1f wep_ms=%.1f",
         inv.container_id,
         att.workload,
         inv.ifname,
         att.host_ifname,
         ",".join(str(a) for a in [*v4, *v6]),
         (time.monotonic() - started) * 1000,
+        ipam_ms,
+        veth.ms,
+        configured.ms,
+        wep_ms,
     )
     return cniresult.render(out, conf.cni_version)
 
@@ -469,6 +488,8 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
                 )
             except DatastoreError as exc:
                 raise _datastore_error(exc, "deleting the workload endpoint") from None
+        t_ipam = time.monotonic()
+        wep_ms = (t_ipam - started) * 1000
         if conf.ipam.type == config.IPAM_TYPE:
             try:
                 released = backends.ipam(conf).release_by_handle(att.handle)
@@ -477,6 +498,7 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
         else:
             _delegate_ipam(inv, conf)
             released = []
+        ipam_ms = (time.monotonic() - t_ipam) * 1000
     finally:
         pod_error = pod_side.wait() if pod_side else None
     if isinstance(pod_error, plumbing.PlumbingError):
@@ -490,11 +512,15 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
         except plumbing.PlumbingError as exc:
             raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
     log.info(
-        "DEL done container=%s workload=%s released=%s ms=%.1f",
+        "DEL done container=%s workload=%s released=%s ms=%.1f"
+        " wep_ms=%.1f ipam_ms=%.1f pod_veth_ms=%.1f",
         inv.container_id,
         att.workload,
         ",".join(released) or "-",
         (time.monotonic() - started) * 1000,
+        wep_ms,
+        ipam_ms,
+        pod_side.ms if pod_side else 0.0,
     )
 
 

@@ -41,6 +41,7 @@ from datastore.keys import (
     resource_prefix,
 )
 from ipam.block import AllocationBlock, IPAddress, IPNetwork, host_affinity
+from ipam.blockcache import BlockCache
 from ipam.errors import (
     AddressInUse,
     CorruptRecord,
@@ -124,8 +125,13 @@ class IPAMClient:
         max_attempts: int = 32,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        block_cache: BlockCache | None = None,
     ) -> None:
+        """``block_cache``: shared by the clients of one long-lived process (the CNI
+        service) so their writes to one block queue up instead of colliding; see
+        ``ipam/blockcache.py``. Without it every block is read from the store."""
         self.kv = kv
+        self._cache = block_cache
         self.max_attempts = max_attempts
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -403,39 +409,46 @@ class IPAMClient:
         """Take up to ``n`` addresses from one block (handle first, then block)."""
         bkey = block_key(str(cidr))
         mine = host_affinity(req.node)
-        cur = self._read_block(bkey)
-        if cur is None or n <= 0:
+        if n <= 0:
             return []
-        blk, _ = cur
-        if not borrow and blk.affinity != mine:
+
+        def usable(c: tuple[AllocationBlock, int] | None) -> bool:
+            if c is None or c[0].free == 0:
+                return False
+            if c[0].affinity != mine:
+                return borrow and not c[0].strict_affinity
+            return True
+
+        cur = self._read_block_for_write(bkey, usable)
+        if not usable(cur):
             return []
-        if borrow and blk.affinity != mine and blk.strict_affinity:
-            return []
-        want = min(n, blk.free)
-        if want == 0:
-            return []
+        assert cur is not None
+        want = min(n, cur[0].free)
         self._handle_add(req.handle, str(cidr), want, snap.handles)
         got: list[IPAddress] = []
-        for attempt in range(self.max_attempts):
-            if cur is None:
-                break
-            blk, rev = cur
-            ips = blk.allocate(want, req.handle, req.attrs)
-            if not ips:
-                break
-            try:
-                self.kv.update(bkey, blk.to_json(), rev)
-                got = ips
-                break
-            except (Conflict, NotFound):
-                log.debug("ipam block conflict key=%s attempt=%d", bkey, attempt)
-                self._backoff(attempt)
-                cur = self._read_block(bkey)
-                if cur is not None and not borrow and cur[0].affinity != mine:
-                    cur = None
-        else:
-            self._handle_add(req.handle, str(cidr), -want, snap.handles)
-            raise TooManyConflicts(bkey, self.max_attempts)
+        with self._block_lock(bkey):
+            if self._cache is not None:  # others in this process may have written meanwhile
+                cur = self._read_block_for_write(bkey, usable)
+            for attempt in range(self.max_attempts):
+                if cur is None:
+                    break
+                blk, rev = cur
+                ips = blk.allocate(want, req.handle, req.attrs)
+                if not ips:
+                    break
+                try:
+                    self._write_block(bkey, blk, rev)
+                    got = ips
+                    break
+                except (Conflict, NotFound):
+                    log.debug("ipam block conflict key=%s attempt=%d", bkey, attempt)
+                    self._backoff(attempt)
+                    cur = self._read_block(bkey)
+                    if cur is not None and not borrow and cur[0].affinity != mine:
+                        cur = None
+            else:
+                self._handle_add(req.handle, str(cidr), -want, snap.handles)
+                raise TooManyConflicts(bkey, self.max_attempts)
         if len(got) < want:
             self._handle_add(req.handle, str(cidr), len(got) - want, snap.handles)
         if borrow and got:
@@ -578,23 +591,35 @@ class IPAMClient:
         Returns (not allocated, released).
         """
         bkey = block_key(str(cidr))
-        for attempt in range(self.max_attempts):
-            cur = self._read_block(bkey)
-            if cur is None:
-                return list(ips or []), []
-            blk, rev = cur
-            targets = ips if ips is not None else blk.ips_for_handle(handle or "")
-            missed, per_handle = blk.release(targets)
-            released = [ip for ip in targets if ip not in set(missed)]
-            if not released:
-                return missed, []
+
+        def has_work(c: tuple[AllocationBlock, int] | None) -> bool:
+            if c is None:
+                return False
+            held = c[0].ips_for_handle(handle or "") if ips is None else ips
             try:
-                self.kv.update(bkey, blk.to_json(), rev)
-                break
-            except (Conflict, NotFound):
-                self._backoff(attempt)
-        else:
-            raise TooManyConflicts(bkey, self.max_attempts)
+                return any(c[0].holder(ip) is not None for ip in held)
+            except (ValueError, IndexError):  # not this block's address: let the store decide
+                return False
+
+        with self._block_lock(bkey):
+            cur = self._read_block_for_write(bkey, has_work)
+            for attempt in range(self.max_attempts):
+                if cur is None:
+                    return list(ips or []), []
+                blk, rev = cur
+                targets = ips if ips is not None else blk.ips_for_handle(handle or "")
+                missed, per_handle = blk.release(targets)
+                released = [ip for ip in targets if ip not in set(missed)]
+                if not released:
+                    return missed, []
+                try:
+                    self._write_block(bkey, blk, rev)
+                    break
+                except (Conflict, NotFound):
+                    self._backoff(attempt)
+                    cur = self._read_block(bkey)
+            else:
+                raise TooManyConflicts(bkey, self.max_attempts)
         if handle is None:  # release_by_handle fixes its own handle record afterwards
             for h, count in per_handle.items():
                 self._handle_add(h, str(cidr), -count)
@@ -683,13 +708,51 @@ class IPAMClient:
     # ================================================================ helpers
 
     def _read_block(self, bkey: str) -> tuple[AllocationBlock, int] | None:
+        """The block from the store (remembered in the block cache, if any)."""
         kvb = self.kv.get(bkey)
         if kvb is None:
+            if self._cache is not None:
+                self._cache.forget(bkey)
             return None
         try:
-            return AllocationBlock.from_json(kvb.value), kvb.mod_revision
+            blk = AllocationBlock.from_json(kvb.value)
         except ValueError as e:
             raise CorruptRecord(bkey, str(e)) from None
+        if self._cache is not None:
+            self._cache.put(bkey, kvb.value, kvb.mod_revision)
+        return blk, kvb.mod_revision
+
+    def _read_block_for_write(
+        self, bkey: str, useful: Callable[[tuple[AllocationBlock, int] | None], bool]
+    ) -> tuple[AllocationBlock, int] | None:
+        """The block to base a compare-and-swap on: the remembered copy if it is
+        ``useful`` (a stale one fails the CAS, and the caller re-reads), else the
+        store's. A conclusion not to write is never drawn from a remembered copy."""
+        if self._cache is not None:
+            entry = self._cache.get(bkey)
+            if entry is not None:
+                try:
+                    cached = (AllocationBlock.from_json(entry[0]), entry[1])
+                except ValueError:
+                    cached = None
+                if useful(cached):
+                    return cached
+        return self._read_block(bkey)
+
+    def _write_block(self, bkey: str, blk: AllocationBlock, rev: int) -> None:
+        """CAS ``blk`` over revision ``rev``; the cache follows what the store holds."""
+        body = blk.to_json()
+        try:
+            new_rev = self.kv.update(bkey, body, rev)
+        except (Conflict, NotFound):
+            if self._cache is not None:
+                self._cache.forget(bkey)
+            raise
+        if self._cache is not None:
+            self._cache.put(bkey, body, new_rev)
+
+    def _block_lock(self, bkey: str) -> contextlib.AbstractContextManager[None]:
+        return self._cache.locked(bkey) if self._cache is not None else contextlib.nullcontext()
 
     def _block_cidrs(self, version: int) -> list[IPNetwork]:
         """Every existing block of a family, lowest first (keys only are used)."""
