@@ -83,6 +83,15 @@ class _Conn:
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise _Retryable(f"bad status line from etcd: {status_line[:80]!r}")
         status = int(parts[1])
+        try:
+            return self._rest_of_response(status)
+        except ConnectionResetError:
+            # etcd answered part of it: the request ran (or may have). Not safe to
+            # send again on this endpoint; the caller sees it as ambiguous.
+            self.close()
+            raise _Retryable("connection closed by etcd in the middle of a response") from None
+
+    def _rest_of_response(self, status: int) -> tuple[int, bytes]:
         length = -1
         chunked = close = False
         while True:

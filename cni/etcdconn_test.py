@@ -134,3 +134,37 @@ def test_ipam_snapshot_is_one_round_trip_and_assigns_like_before(store):
     got = store.get(handle_key("net.f1"))
     assert got is not None and json.loads(got.value)["block"] == {"10.68.0.0/26": 1}
     assert client.release_by_handle("net.f1") == ["10.68.0.0"]
+
+
+def test_response_cut_off_midway_is_unavailable_and_never_sent_twice():
+    """A write whose answer broke off may have run: it must not be replayed blindly."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        listener.settimeout(5)
+        try:
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    requests.append(conn.recv(65536))
+                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"header":')
+        except OSError:
+            return
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    s = FastEtcdStore([f"http://127.0.0.1:{port}"], timeout=2.0)
+    try:
+        with pytest.raises(Unavailable, match="in the middle of a response"):
+            s.create("/k", b"v")
+        assert len(requests) == 1
+    finally:
+        s.close()
+        listener.close()
+        server.join(5)
