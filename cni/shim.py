@@ -222,16 +222,26 @@ def run(role: str, environ: dict[str, str], stdin: str) -> Reply:
 
 
 def main() -> int:
+    """Run the command and end the process: it returns only if the output cannot be flushed.
+
+    Once the reply is written and flushed nothing is left to clean up, so the process
+    leaves with ``_exit``: the interpreter's finalisation is ~1 ms of a ~7 ms call.
+    """
     try:
         stdin = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     except OSError:
         stdin = ""
     reply = run(_role(sys.argv[0]), cni_environ(), stdin)
-    if reply.stdout:
-        out = reply.stdout if reply.stdout.endswith("\n") else reply.stdout + "\n"
-        sys.stdout.write(out)
+    try:
+        if reply.stdout:
+            out = reply.stdout if reply.stdout.endswith("\n") else reply.stdout + "\n"
+            sys.stdout.write(out)
         sys.stdout.flush()
-    return reply.exit
+        sys.stderr.flush()
+    except OSError:
+        return reply.exit  # let the interpreter report what it can on the way out
+    posix._exit(reply.exit)
+    return reply.exit  # not reached
 
 
 if __name__ == "__main__":
