@@ -317,7 +317,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         node_labels: dict[str, str] | None = None
         if delegated:
             try:
-                key = workload.template_key(att.wep_name, att.namespace)
+                key = workload.endpoint_key(att.wep_name, att.namespace)
                 pod_kv = kv.get(key) if att.pod else None
             except DatastoreError as exc:
                 raise _datastore_error(exc, "reading the pod's endpoint template") from None
@@ -330,7 +330,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                     conf.nodename,
                     att.handle,
                     [
-                        workload.template_key(att.wep_name, att.namespace),
+                        workload.endpoint_key(att.wep_name, att.namespace),
                         keys.resource_key("nodes", conf.nodename),
                     ],
                 )
@@ -464,6 +464,14 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
     return cniresult.render(out, conf.cni_version)
 
 
+def _get_many(kv: KVStore, wanted: list[str]) -> list[KeyValue | None]:
+    """Several gets, in one round trip (and one revision) when the store offers it."""
+    read_many = getattr(kv, "read_many", None)
+    if read_many is not None:
+        return list(read_many(wanted, [])[0])
+    return [kv.get(k) for k in wanted]
+
+
 def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
     started = time.monotonic()
     att = Attachment.of(inv, conf)
@@ -474,9 +482,15 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
     pod_side = None
     if inv.netns and netns.exists(inv.netns):
         pod_side = _Background(lambda: plumbing.teardown(inv.netns, "", inv.ifname))
+    ours_ipam = conf.ipam.type == config.IPAM_TYPE
     try:
+        # The endpoint and the IPAM handle in one read where the store can batch.
+        wanted = [workload.endpoint_key(att.wep_name, att.namespace)]
+        if ours_ipam:
+            wanted.append(keys.handle_key(att.handle))
         try:
-            current = workload.get(kv, att.wep_name, att.namespace)
+            found = _get_many(kv, wanted)
+            current = workload.from_kv(found[0])
         except (DatastoreError, ValidationError, ValueError) as exc:
             raise _datastore_error(exc, "reading the workload endpoint") from None
         owner = current[0].spec.container_id if current else ""
@@ -490,9 +504,9 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
                 raise _datastore_error(exc, "deleting the workload endpoint") from None
         t_ipam = time.monotonic()
         wep_ms = (t_ipam - started) * 1000
-        if conf.ipam.type == config.IPAM_TYPE:
+        if ours_ipam:
             try:
-                released = backends.ipam(conf).release_by_handle(att.handle)
+                released = backends.ipam(conf).release_by_handle(att.handle, known=found[1])
             except (ipam_errors.IPAMError, DatastoreError) as exc:
                 raise _ipam_error(exc) from None
         else:

@@ -11,8 +11,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from datastore import keys
-from datastore.api import AlreadyExists, Conflict, KeyValue, KVStore, NotFound
+from datastore import keys, resources
+from datastore.api import AlreadyExists, Conflict, DatastoreError, KeyValue, KVStore, NotFound
 from datastore.resources import ResourceStore
 from model import codec, validation
 from model.resources import ObjectMeta, WorkloadEndpoint, WorkloadEndpointSpec
@@ -46,11 +46,17 @@ def _decode(raw: bytes) -> WorkloadEndpoint:
 
 
 def get(kv: KVStore, name: str, namespace: str) -> tuple[WorkloadEndpoint, int] | None:
-    try:
-        wep = ResourceStore(kv).get(WorkloadEndpoint, name, namespace)
-    except NotFound:
+    return from_kv(kv.get(keys.resource_key(PLURAL, name, namespace)))
+
+
+def from_kv(found: KeyValue | None) -> tuple[WorkloadEndpoint, int] | None:
+    """``get``'s answer from the endpoint's record as already read."""
+    if found is None:
         return None
-    return wep, int(wep.metadata.resource_version or 0)
+    wep = resources.decode(found)
+    if not isinstance(wep, WorkloadEndpoint):
+        raise DatastoreError(f"stored value at {found.key} is a {wep.KIND}, not a WorkloadEndpoint")
+    return wep, found.mod_revision
 
 
 def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
@@ -60,11 +66,11 @@ def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
     with the pod's endpoint name (written by the orchestrator integration or an
     operator); a Kubernetes API lookup would go here too.
     """
-    return pod_info_from(kv.get(template_key(name, namespace)))
+    return pod_info_from(kv.get(endpoint_key(name, namespace)))
 
 
-def template_key(name: str, namespace: str) -> str:
-    """Where ``lookup_pod`` reads, for callers that batch the read with others."""
+def endpoint_key(name: str, namespace: str) -> str:
+    """The endpoint's key (also its template's), for callers that batch reads."""
     return keys.resource_key(PLURAL, name, namespace)
 
 

@@ -283,9 +283,15 @@ class IPAMClient:
             log.info("ipam released ips=%s not_allocated=%s", ",".join(ips), result)
         return result
 
-    def release_by_handle(self, handle: str) -> list[str]:
-        """Free every address of ``handle``; unknown handle: nothing to do, ``[]``."""
-        kvh = self.kv.get(handle_key(handle))
+    def release_by_handle(
+        self, handle: str, known: KeyValue | _NoHint | None = NO_HINT
+    ) -> list[str]:
+        """Free every address of ``handle``; unknown handle: nothing to do, ``[]``.
+
+        ``known``: the handle record (None: absent) from a linearizable read the caller
+        just made, so it is not read again.
+        """
+        kvh = self.kv.get(handle_key(handle)) if isinstance(known, _NoHint) else known
         if kvh is None:
             return []
         counts = self._decode_handle(kvh)
