@@ -480,8 +480,11 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
     # a veth is the slowest step (the kernel waits out RCU), so it runs beside the
     # datastore work.
     pod_side = None
+    pod_end_deleted: list[bool] = []
     if inv.netns and netns.exists(inv.netns):
-        pod_side = _Background(lambda: plumbing.teardown(inv.netns, "", inv.ifname))
+        pod_side = _Background(
+            lambda: pod_end_deleted.append(plumbing.teardown(inv.netns, "", inv.ifname))
+        )
     ours_ipam = conf.ipam.type == config.IPAM_TYPE
     try:
         # The endpoint and the IPAM handle in one read where the store can batch.
@@ -519,8 +522,9 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
         raise CNIError(errors.DATAPLANE_FAILURE, str(pod_error))
     if pod_error is not None:
         raise pod_error
-    if ours:
+    if ours and not any(pod_end_deleted):
         # The host veth is named after the pod: only remove it if it is still ours.
+        # (Deleting the pod end above removed its host peer already.)
         try:
             plumbing.teardown("", att.host_ifname, inv.ifname)
         except plumbing.PlumbingError as exc:

@@ -281,18 +281,22 @@ def _del_quietly_missing(nl: Rtnl, index: int) -> None:
             raise
 
 
-def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> None:
-    """Remove the pod's veth from whichever side still has it. Missing pieces are fine."""
+def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> bool:
+    """Remove the pod's veth from whichever side still has it. Missing pieces are fine.
+
+    True when the pod end was found and deleted (the kernel removed its host peer too).
+    """
+    deleted = False
     if netns.exists(netns_path):
         try:
-            netns.run_in(netns_path, lambda: _del_in_pod(pod_ifname))
+            deleted = netns.run_in(netns_path, lambda: _del_in_pod(pod_ifname))
         except netns.NetnsGone:
             pass
         except RtnlError as exc:
             if exc.errno != ENODEV:
                 raise PlumbingError(f"deleting {pod_ifname} in {netns_path}: {exc}") from exc
     if not host_ifname:
-        return
+        return deleted
     with Rtnl() as nl:
         index = nl.index(host_ifname)
         if index is not None:
@@ -300,6 +304,7 @@ def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> None:
                 _del_quietly_missing(nl, index)
             except RtnlError as exc:
                 raise PlumbingError(f"deleting host veth {host_ifname}: {exc}") from exc
+    return deleted
 
 
 def host_link_exists(host_ifname: str) -> bool:
