@@ -105,6 +105,20 @@ class Felix:
         except (urllib.error.URLError, ConnectionError):
             return False
 
+    def metric(self, name: str) -> float | None:
+        """One value from /metrics (None when absent or felix does not answer)."""
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == name:
+                return float(value)
+        return None
+
     def wait_ready(self) -> None:
         wait_for(self.ready, f"felix {self.node_name} ready", why=self.log)
 
@@ -307,6 +321,12 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     [veth] = json.loads(ip("-j", "link", "show", "calia0", netns=node_ns))
     assert "UP" in veth["flags"], veth
     assert foreign in routes(node_ns)
+    ours = [r for r in routes(node_ns) if " proto 80" in r]
+    wait_for(
+        lambda: felix.metric("tabby_felix_routes_programmed") == len(ours),
+        "routes_programmed metric matches the kernel",
+        why=lambda: f"{felix.metric('tabby_felix_routes_programmed')} != {len(ours)}: {ours}",
+    )
 
     # Deleted by hand: back after the next periodic resync (routeRefreshInterval 2s).
     ip("route", "del", "10.65.0.64/26", "proto", "80", netns=node_ns)

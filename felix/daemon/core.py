@@ -241,6 +241,10 @@ class FelixCore:
                     self._cond.wait_for(lambda: self._stop, timeout=backoff)
                 continue
             self.metrics.observe("apply_seconds", self._clock() - start)
+            self.metrics.set(
+                "routes_programmed",
+                sum(getattr(m, "routes_programmed", 0) for m in self._managers),
+            )
             backoff, pending_apply = 0.0, False
             with self._cond:
                 self._applied_seq = max(self._applied_seq, target)

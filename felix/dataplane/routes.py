@@ -221,6 +221,11 @@ class RouteManager:
                     actual[r.dst] = r
         return actual, extras
 
+    @property
+    def routes_programmed(self) -> int:
+        """Routes of ours the kernel holds, as of the last apply (a metric for operators)."""
+        return len(self._actual or {})
+
     def apply(self) -> None:
         now = self.clock()
         full = (
