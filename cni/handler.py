@@ -25,12 +25,13 @@ from cni import config, errors, felix_wait, names, netns, plumbing, protocol, wo
 from cni import result as cniresult
 from cni.config import Invocation, NetConf
 from cni.errors import CNIError
+from cni.etcdconn import FastEtcdStore
 from datastore import keys
-from datastore.api import DatastoreError, KVStore, Unavailable
-from datastore.etcd import EtcdStore
+from datastore.api import DatastoreError, KeyValue, KVStore, Unavailable
 from ipam import errors as ipam_errors
 from ipam.block import AllocationBlock
-from ipam.client import AutoAssignRequest, IPAMClient
+from ipam.blockcache import BlockCache
+from ipam.client import AutoAssignRequest, IPAMClient, Snapshot
 from model.errors import ValidationError
 
 log = logging.getLogger("tabby.cni")
@@ -43,9 +44,11 @@ class Backends:
 
     def __init__(self, kv_factory: Callable[[NetConf], KVStore] | None = None) -> None:
         self._kv_factory = kv_factory or (
-            lambda c: EtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
+            lambda c: FastEtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
         )
         self._stores: dict[tuple[tuple[str, ...], float], KVStore] = {}
+        # One per store: this process's pods share their node's blocks (ipam/blockcache.py).
+        self._block_caches: dict[int, BlockCache] = {}
         self._lock = threading.Lock()
 
     def kv(self, conf: NetConf) -> KVStore:
@@ -63,7 +66,10 @@ class Backends:
             return store
 
     def ipam(self, conf: NetConf) -> IPAMClient:
-        return IPAMClient(self.kv(conf))
+        kv = self.kv(conf)
+        with self._lock:
+            cache = self._block_caches.setdefault(id(kv), BlockCache())
+        return IPAMClient(kv, block_cache=cache)
 
     def close(self) -> None:
         with self._lock:
@@ -71,6 +77,7 @@ class Backends:
                 with contextlib.suppress(Exception):
                     store.close()
             self._stores.clear()
+            self._block_caches.clear()
 
 
 # --- identity of one attachment -----------------------------------------------------
@@ -146,7 +153,10 @@ def _json_list(annotations: dict[str, str], key: str) -> list[str] | None:
 
 
 def _node_labels(kv: KVStore, node: str) -> dict[str, str]:
-    found = kv.get(keys.resource_key("nodes", node))
+    return _labels_of(kv.get(keys.resource_key("nodes", node)))
+
+
+def _labels_of(found: KeyValue | None) -> dict[str, str]:
     if found is None:
         return {}
     try:
@@ -163,8 +173,13 @@ def _assign(
     att: Attachment,
     inv: Invocation,
     pod_info: workload.PodInfo | None,
+    snapshot: Snapshot | None = None,
+    node_labels: dict[str, str] | None = None,
 ) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv6Interface]]:
-    """Addresses for the attachment: fixed ones from ``ipAddrs``, else auto-assigned."""
+    """Addresses for the attachment: fixed ones from ``ipAddrs``, else auto-assigned.
+
+    ``snapshot``/``node_labels``: what ADD already read in its one batched read.
+    """
     annotations = pod_info.annotations if pod_info else {}
     attrs = {"node": conf.nodename, "container_id": inv.container_id, "network": conf.name}
     if att.pod:
@@ -198,9 +213,9 @@ def _assign(
             ipv4_pools=list(v4_pools if v4_pools is not None else conf.ipam.ipv4_pools),
             ipv6_pools=list(v6_pools if v6_pools is not None else conf.ipam.ipv6_pools),
             attrs=attrs,
-            node_labels=_node_labels(kv, conf.nodename),
+            node_labels=node_labels if node_labels is not None else _node_labels(kv, conf.nodename),
         )
-        got = ipam.auto_assign(req)
+        got = ipam.auto_assign(req, snapshot)
     except CNIError:
         _release_quietly(ipam, att.handle)
         raise
@@ -265,12 +280,16 @@ class _Background:
 
     def __init__(self, fn: Callable[[], object]) -> None:
         self._error: BaseException | None = None
+        self.ms = 0.0  # how long the step took, for the command's timing log
 
         def run() -> None:
+            t0 = time.monotonic()
             try:
                 fn()
             except BaseException as exc:
                 self._error = exc
+            finally:
+                self.ms = (time.monotonic() - t0) * 1000
 
         self._thread = threading.Thread(target=run, name="cni-step")
         self._thread.start()
@@ -294,9 +313,35 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
     )
     delegated = conf.ipam.type != config.IPAM_TYPE
     try:
+        snapshot: Snapshot | None = None
+        node_labels: dict[str, str] | None = None
+        if delegated:
+            try:
+                key = workload.endpoint_key(att.wep_name, att.namespace)
+                pod_kv = kv.get(key) if att.pod else None
+            except DatastoreError as exc:
+                raise _datastore_error(exc, "reading the pod's endpoint template") from None
+        else:
+            # One round trip for everything ADD reads before it writes (etcd: one
+            # read-only transaction): template, node labels, IPAM config, pools,
+            # this node's affinities and the handle record.
+            try:
+                snapshot, (pod_kv, node_kv) = ipam.snapshot(
+                    conf.nodename,
+                    att.handle,
+                    [
+                        workload.endpoint_key(att.wep_name, att.namespace),
+                        keys.resource_key("nodes", conf.nodename),
+                    ],
+                )
+            except (ipam_errors.IPAMError, DatastoreError) as exc:
+                raise _ipam_error(exc) from None
+            node_labels = _labels_of(node_kv)
+            if not att.pod:
+                pod_kv = None
         try:
-            pod_info = workload.lookup_pod(kv, att.wep_name, att.namespace) if att.pod else None
-        except (DatastoreError, ValidationError, ValueError) as exc:
+            pod_info = workload.pod_info_from(pod_kv)
+        except (ValidationError, ValueError) as exc:
             raise _datastore_error(exc, "reading the pod's endpoint template") from None
         if delegated:
             prev = _delegate_ipam(inv, conf)
@@ -311,7 +356,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                 if a.version == 6
             ]
         else:
-            v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info)
+            v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info, snapshot, node_labels)
     except BaseException:
         if veth.wait() is None:
             with contextlib.suppress(Exception):
@@ -325,6 +370,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         else:
             _release_quietly(ipam, att.handle)
 
+    ipam_ms = (time.monotonic() - started) * 1000
     veth_error = veth.wait()
     if veth_error is not None:
         release()
@@ -355,7 +401,9 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                 network=conf.name,
                 pod_info=pod_info,
             )
+            t_wep = time.monotonic()
             workload.write(kv, wep)
+            wep_ms = (time.monotonic() - t_wep) * 1000
         finally:
             configure_error = configured.wait()
         if configure_error is not None:
@@ -400,15 +448,28 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
         dns=conf.raw.get("dns") if isinstance(conf.raw.get("dns"), dict) else {},
     )
     log.info(
-        "ADD done container=%s workload=%s ifname=%s host_ifname=%s ips=%s ms=%.1f",
+        "ADD done container=%s workload=%s ifname=%s host_ifname=%s ips=%s ms=%.1f"
+        " reads_ipam_ms=%.1f veth_ms=%.1f configure_ms=%.1f wep_ms=%.1f",
         inv.container_id,
         att.workload,
         inv.ifname,
         att.host_ifname,
         ",".join(str(a) for a in [*v4, *v6]),
         (time.monotonic() - started) * 1000,
+        ipam_ms,
+        veth.ms,
+        configured.ms,
+        wep_ms,
     )
     return cniresult.render(out, conf.cni_version)
+
+
+def _get_many(kv: KVStore, wanted: list[str]) -> list[KeyValue | None]:
+    """Several gets, in one round trip (and one revision) when the store offers it."""
+    read_many = getattr(kv, "read_many", None)
+    if read_many is not None:
+        return list(read_many(wanted, [])[0])
+    return [kv.get(k) for k in wanted]
 
 
 def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
@@ -419,46 +480,65 @@ def cmd_del(inv: Invocation, conf: NetConf, backends: Backends) -> None:
     # a veth is the slowest step (the kernel waits out RCU), so it runs beside the
     # datastore work.
     pod_side = None
+    pod_end_deleted: list[bool] = []
     if inv.netns and netns.exists(inv.netns):
-        pod_side = _Background(lambda: plumbing.teardown(inv.netns, "", inv.ifname))
+        pod_side = _Background(
+            lambda: pod_end_deleted.append(plumbing.teardown(inv.netns, "", inv.ifname))
+        )
+    ours_ipam = conf.ipam.type == config.IPAM_TYPE
     try:
+        # The endpoint and the IPAM handle in one read where the store can batch.
+        wanted = [workload.endpoint_key(att.wep_name, att.namespace)]
+        if ours_ipam:
+            wanted.append(keys.handle_key(att.handle))
         try:
-            current = workload.get(kv, att.wep_name, att.namespace)
+            found = _get_many(kv, wanted)
+            current = workload.from_kv(found[0])
         except (DatastoreError, ValidationError, ValueError) as exc:
             raise _datastore_error(exc, "reading the workload endpoint") from None
         owner = current[0].spec.container_id if current else ""
         ours = not owner or owner == inv.container_id
         if ours and current is not None:
             try:
-                workload.delete(kv, att.wep_name, att.namespace, inv.container_id)
+                workload.delete(
+                    kv, att.wep_name, att.namespace, inv.container_id, current=current[0]
+                )
             except DatastoreError as exc:
                 raise _datastore_error(exc, "deleting the workload endpoint") from None
-        if conf.ipam.type == config.IPAM_TYPE:
+        t_ipam = time.monotonic()
+        wep_ms = (t_ipam - started) * 1000
+        if ours_ipam:
             try:
-                released = backends.ipam(conf).release_by_handle(att.handle)
+                released = backends.ipam(conf).release_by_handle(att.handle, known=found[1])
             except (ipam_errors.IPAMError, DatastoreError) as exc:
                 raise _ipam_error(exc) from None
         else:
             _delegate_ipam(inv, conf)
             released = []
+        ipam_ms = (time.monotonic() - t_ipam) * 1000
     finally:
         pod_error = pod_side.wait() if pod_side else None
     if isinstance(pod_error, plumbing.PlumbingError):
         raise CNIError(errors.DATAPLANE_FAILURE, str(pod_error))
     if pod_error is not None:
         raise pod_error
-    if ours:
+    if ours and not any(pod_end_deleted):
         # The host veth is named after the pod: only remove it if it is still ours.
+        # (Deleting the pod end above removed its host peer already.)
         try:
             plumbing.teardown("", att.host_ifname, inv.ifname)
         except plumbing.PlumbingError as exc:
             raise CNIError(errors.DATAPLANE_FAILURE, str(exc)) from None
     log.info(
-        "DEL done container=%s workload=%s released=%s ms=%.1f",
+        "DEL done container=%s workload=%s released=%s ms=%.1f"
+        " wep_ms=%.1f ipam_ms=%.1f pod_veth_ms=%.1f",
         inv.container_id,
         att.workload,
         ",".join(released) or "-",
         (time.monotonic() - started) * 1000,
+        wep_ms,
+        ipam_ms,
+        pod_side.ms if pod_side else 0.0,
     )
 
 

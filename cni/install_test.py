@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
+import sys
 
 from cni import install
 
@@ -44,3 +46,27 @@ def test_reinstall_replaces_atomically_and_leaves_no_temp_files(tmp_path):
     install.install_binaries(tmp_path)
     install.install_binaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tabby", "tabby-ipam"]
+
+
+def test_install_precompiles_the_shim_so_no_exec_compiles_it(tmp_path):
+    import importlib.util
+    import shutil
+
+    lib = tmp_path / "lib"  # a copy: the test writes no bytecode into the source tree
+    (lib / "cni").mkdir(parents=True)
+    for name in install.SHIM_MODULES:
+        shutil.copy(install.default_lib_dir() / "cni" / name, lib / "cni" / name)
+    written = install.precompile_shim(lib)
+    pyc = pathlib.Path(importlib.util.cache_from_source(str(lib / "cni" / "shim.py")))
+    assert pyc in written and pyc.exists()
+    # A fresh interpreter that may not write bytecode still finds it current.
+    code = f"import sys; sys.path.insert(0, {str(lib)!r}); import cni.shim"
+    done = subprocess.run(
+        [sys.executable, "-S", "-v", "-c", code],
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bytecode is stale for 'cni.shim'" not in done.stderr
+    assert f"code object from '{pyc}'" in done.stderr

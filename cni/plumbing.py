@@ -17,21 +17,21 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from cni import netns
+from cni.rtnl import IFA_F_NODAD, RTPROT_STATIC, Rtnl, RtnlError
+from felix.netlink.codec import Route
 
 log = logging.getLogger(__name__)
 
 GATEWAY_V4 = "169.254.1.1"
 RT_SCOPE_LINK = 253
-IFA_F_NODAD = 0x02
 LINK_LOCAL_WAIT_SECONDS = 3.0
 DEFAULT_MTU = 1500
+ENODEV = errno.ENODEV
 
 IPv4Iface = ipaddress.IPv4Interface
 IPv6Iface = ipaddress.IPv6Interface
@@ -77,22 +77,12 @@ def _write_sysctl(path: str, value: str) -> None:
         raise PlumbingError(f"cannot set {path}={value}: {exc}") from exc
 
 
-def _lookup(ip: IPRoute, name: str) -> int | None:
-    found = ip.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
-def _mac(ip: IPRoute, index: int) -> str:
-    return ip.link("get", index=index)[0].get_attr("IFLA_ADDRESS")
-
-
-def _link_local(ip: IPRoute, index: int) -> str:
+def _link_local(nl: Rtnl, index: int) -> str:
     """The host end's fe80:: address; the kernel adds it as the link comes up."""
     deadline = time.monotonic() + LINK_LOCAL_WAIT_SECONDS
     while True:
-        for msg in ip.get_addr(family=10, index=index):
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr and addr.startswith("fe80:"):
+        for addr, _ in nl.addrs(index, socket.AF_INET6):
+            if addr.startswith("fe80:"):
                 return addr
         if time.monotonic() > deadline:
             raise PlumbingError(f"no IPv6 link-local address appeared on index {index}")
@@ -115,32 +105,39 @@ def _pod_side(
     mtu: int,
     ipv4: list[IPv4Iface],
     ipv6: list[IPv6Iface],
-) -> str:
-    """Inside the pod netns: addresses, gateway route, default routes. Returns the pod MAC."""
-    with IPRoute() as ip:
-        index = _lookup(ip, pod_ifname)
-        if index is None:
+) -> tuple[str, Rtnl]:
+    """Inside the pod netns: addresses, gateway route, default route.
+
+    Returns the pod MAC and the socket, still open and bound to the pod's namespace,
+    for the IPv6 default route that can only follow once the host end is up.
+    """
+    nl = Rtnl()
+    try:
+        link = nl.link(name=pod_ifname)
+        if link is None:
             raise PlumbingError(f"pod interface {pod_ifname} missing after veth creation")
+        index = link.index
         if ipv6:
             _write_sysctl(f"/proc/sys/net/ipv6/conf/{pod_ifname}/disable_ipv6", "0")
             _write_sysctl(f"/proc/sys/net/ipv6/conf/{pod_ifname}/accept_dad", "0")
-        ip.link("set", index=index, mtu=mtu, state="up")
+        nl.set_link(index, up=True, mtu=mtu if mtu != link.mtu else 0)
         for addr in ipv4:
-            ip.addr("add", index=index, address=str(addr.ip), prefixlen=32)
+            nl.add_addr(index, IPv4Iface(f"{addr.ip}/32"))
         for addr in ipv6:
-            ip.addr("add", index=index, address=str(addr.ip), prefixlen=128, flags=IFA_F_NODAD)
+            nl.add_addr(index, IPv6Iface(f"{addr.ip}/128"), IFA_F_NODAD)
         if ipv4:
-            ip.route("add", dst=f"{GATEWAY_V4}/32", oif=index, scope=RT_SCOPE_LINK)
-            ip.route("add", dst="0.0.0.0/0", gateway=GATEWAY_V4, oif=index)
-        return _mac(ip, index)
-
-
-def _pod_default_v6(pod_ifname: str, gateway: str) -> None:
-    with IPRoute() as ip:
-        index = _lookup(ip, pod_ifname)
-        if index is None:
-            raise PlumbingError(f"pod interface {pod_ifname} vanished")
-        ip.route("add", dst="::/0", gateway=gateway, oif=index, family=10)
+            nl.add_route(
+                Route(
+                    dst=f"{GATEWAY_V4}/32", oif=index, scope=RT_SCOPE_LINK, protocol=RTPROT_STATIC
+                )
+            )
+            nl.add_route(
+                Route(dst="0.0.0.0/0", gateway=GATEWAY_V4, oif=index, protocol=RTPROT_STATIC)
+            )
+        return link.mac, nl
+    except BaseException:
+        nl.close()
+        raise
 
 
 def random_mac() -> str:
@@ -162,42 +159,31 @@ def create_veth(
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise PlumbingError(f"cannot open pod network namespace {netns_path}: {exc}") from exc
-    with IPRoute() as ip:
+    with Rtnl() as nl:
         try:
-            stale = _lookup(ip, host_ifname)
+            stale = nl.index(host_ifname)
             if stale is not None:
                 # A previous ADD for this workload died half-way; its veth is ours to replace.
                 log.warning("removing stale host veth ifname=%s", host_ifname)
-                ip.link("del", index=stale)
+                nl.del_link(stale)
             try:
-                ip.link(
-                    "add",
-                    ifname=host_ifname,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={
-                        "ifname": pod_ifname,
-                        "net_ns_fd": fd,
-                        "mtu": mtu,
-                        **({"address": pod_mac} if pod_mac else {}),
-                    },
-                )
-            except NetlinkError as exc:
-                if exc.code == errno.EEXIST:
+                nl.add_veth(host_ifname, pod_ifname, mtu, fd, pod_mac)
+            except RtnlError as exc:
+                if exc.errno == errno.EEXIST:
                     raise PlumbingError(
                         f"interface {pod_ifname} already exists in {netns_path}"
                     ) from exc
                 raise PlumbingError(f"creating veth {host_ifname}: {exc}") from exc
         finally:
             os.close(fd)
-        index = _lookup(ip, host_ifname)
+        index = nl.index(host_ifname)
         if index is None:
             raise PlumbingError(f"host veth {host_ifname} missing after creation")
         try:
             _host_sysctls(host_ifname, v4=True, v6=False)
         except PlumbingError:
-            with contextlib.suppress(NetlinkError):
-                ip.link("del", index=index)
+            with contextlib.suppress(RtnlError):
+                nl.del_link(index)
             raise
 
 
@@ -216,43 +202,53 @@ def configure(
     ipv6: list[IPv6Iface],
 ) -> PodLink:
     """Step 2 of ADD: addresses and routes on both ends. On failure the veth is removed."""
-    with IPRoute() as ip:
-        index = _lookup(ip, host_ifname)
-        if index is None:
+    with Rtnl() as nl:
+        host = nl.link(name=host_ifname)
+        if host is None:
             raise PlumbingError(f"host veth {host_ifname} vanished before configuration")
+        index = host.index
+        pod_nl: Rtnl | None = None
         try:
             if ipv6:
                 _host_sysctls(host_ifname, v4=False, v6=True)
-            pod_mac = netns.run_in(netns_path, lambda: _pod_side(pod_ifname, mtu, ipv4, ipv6))
-            ip.link("set", index=index, state="up")
+            pod_mac, pod_nl = netns.run_in(
+                netns_path, lambda: _pod_side(pod_ifname, mtu, ipv4, ipv6)
+            )
+            nl.set_link(index, up=True)
             gateway6 = ""
             if ipv6:
-                gateway6 = _link_local(ip, index)
-                netns.run_in(netns_path, lambda: _pod_default_v6(pod_ifname, gateway6))
+                gateway6 = _link_local(nl, index)
+                pod_index = pod_nl.index(pod_ifname)
+                if pod_index is None:
+                    raise PlumbingError(f"pod interface {pod_ifname} vanished")
+                pod_nl.add_route(
+                    Route(dst="::/0", gateway=gateway6, oif=pod_index, protocol=RTPROT_STATIC)
+                )
             for addr in ipv4:
-                ip.route(
-                    "replace",
-                    dst=f"{addr.ip}/32",
-                    oif=index,
-                    scope=RT_SCOPE_LINK,
-                    proto=HOST_ROUTE_PROTOCOL,
+                nl.add_route(
+                    Route(
+                        dst=f"{addr.ip}/32",
+                        oif=index,
+                        scope=RT_SCOPE_LINK,
+                        protocol=HOST_ROUTE_PROTOCOL,
+                    ),
+                    replace=True,
                 )
             for addr in ipv6:
-                ip.route(
-                    "replace",
-                    dst=f"{addr.ip}/128",
-                    oif=index,
-                    family=10,
-                    proto=HOST_ROUTE_PROTOCOL,
+                nl.add_route(
+                    Route(dst=f"{addr.ip}/128", oif=index, protocol=HOST_ROUTE_PROTOCOL),
+                    replace=True,
                 )
-            host_mac = _mac(ip, index)
-        except (NetlinkError, OSError, netns.NetnsGone, PlumbingError) as exc:
-            with contextlib.suppress(NetlinkError):
-                ip.link("del", index=index)
+        except (OSError, netns.NetnsGone, PlumbingError) as exc:
+            with contextlib.suppress(RtnlError):
+                nl.del_link(index)
             if isinstance(exc, PlumbingError):
                 raise
             raise PlumbingError(f"configuring veth {host_ifname}/{pod_ifname}: {exc}") from exc
-    return PodLink(host_ifname, host_mac, pod_ifname, pod_mac, gateway6)
+        finally:
+            if pod_nl is not None:
+                pod_nl.close()
+    return PodLink(host_ifname, host.mac, pod_ifname, pod_mac, gateway6)
 
 
 def setup(
@@ -269,63 +265,70 @@ def setup(
 
 
 def _del_in_pod(pod_ifname: str) -> bool:
-    with IPRoute() as ip:
-        index = _lookup(ip, pod_ifname)
+    with Rtnl() as nl:
+        index = nl.index(pod_ifname)
         if index is None:
             return False
-        ip.link("del", index=index)
+        nl.del_link(index)
         return True
 
 
-def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> None:
-    """Remove the pod's veth from whichever side still has it. Missing pieces are fine."""
+def _del_quietly_missing(nl: Rtnl, index: int) -> None:
+    try:
+        nl.del_link(index)
+    except RtnlError as exc:
+        if exc.errno != ENODEV:  # gone meanwhile (its peer was deleted): fine
+            raise
+
+
+def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> bool:
+    """Remove the pod's veth from whichever side still has it. Missing pieces are fine.
+
+    True when the pod end was found and deleted (the kernel removed its host peer too).
+    """
+    deleted = False
     if netns.exists(netns_path):
         try:
-            netns.run_in(netns_path, lambda: _del_in_pod(pod_ifname))
+            deleted = netns.run_in(netns_path, lambda: _del_in_pod(pod_ifname))
         except netns.NetnsGone:
             pass
-        except NetlinkError as exc:
-            raise PlumbingError(f"deleting {pod_ifname} in {netns_path}: {exc}") from exc
-    with IPRoute() as ip:
-        index = _lookup(ip, host_ifname)
+        except RtnlError as exc:
+            if exc.errno != ENODEV:
+                raise PlumbingError(f"deleting {pod_ifname} in {netns_path}: {exc}") from exc
+    if not host_ifname:
+        return deleted
+    with Rtnl() as nl:
+        index = nl.index(host_ifname)
         if index is not None:
             try:
-                ip.link("del", index=index)
-            except NetlinkError as exc:
-                if exc.code != errno.ENODEV:
-                    raise PlumbingError(f"deleting host veth {host_ifname}: {exc}") from exc
+                _del_quietly_missing(nl, index)
+            except RtnlError as exc:
+                raise PlumbingError(f"deleting host veth {host_ifname}: {exc}") from exc
+    return deleted
 
 
 def host_link_exists(host_ifname: str) -> bool:
-    with IPRoute() as ip:
-        return _lookup(ip, host_ifname) is not None
+    with Rtnl() as nl:
+        return nl.index(host_ifname) is not None
 
 
 # --- CHECK ---------------------------------------------------------------------------
 
 
 def _pod_state(pod_ifname: str) -> dict[str, object]:
-    with IPRoute() as ip:
-        index = _lookup(ip, pod_ifname)
-        if index is None:
+    with Rtnl() as nl:
+        link = nl.link(name=pod_ifname)
+        if link is None:
             return {"exists": False}
-        link = ip.link("get", index=index)[0]
-        addrs = {
-            f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
-            for m in ip.get_addr(index=index)
-            if not str(m.get_attr("IFA_ADDRESS")).startswith("fe80:")
-        }
+        addrs = {f"{a}/{plen}" for a, plen in nl.addrs(link.index) if not a.startswith("fe80:")}
         routes = []
-        for family in (2, 10):
-            for r in ip.get_routes(family=family, oif=index, table=254):
-                dst = r.get_attr("RTA_DST")
-                default = "0.0.0.0/0" if family == 2 else "::/0"
-                key = f"{dst}/{r['dst_len']}" if dst else default
-                routes.append((key, r.get_attr("RTA_GATEWAY") or ""))
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for r in nl.routes(family, oif=link.index):
+                routes.append((r.dst, r.gateway or ""))
         return {
             "exists": True,
-            "up": bool(link["flags"] & 1),
-            "mac": link.get_attr("IFLA_ADDRESS"),
+            "up": link.up,
+            "mac": link.mac,
             "addrs": addrs,
             "routes": routes,
         }
@@ -364,17 +367,15 @@ def check(
             problems.append(f"default route via {GATEWAY_V4} missing in the pod")
     if any(a.version == 6 for a in addresses) and "::/0" not in dsts:
         problems.append("IPv6 default route missing in the pod")
-    with IPRoute() as ip:
-        index = _lookup(ip, host_ifname)
+    with Rtnl() as nl:
+        index = nl.index(host_ifname)
         if index is None:
             problems.append(f"host interface {host_ifname} is missing")
             return problems
         for addr in addresses:
-            family = 2 if addr.version == 4 else 10
+            family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
             plen = 32 if addr.version == 4 else 128
-            found = ip.get_routes(family=family, oif=index, table=254)
-            if not any(
-                r["dst_len"] == plen and r.get_attr("RTA_DST") == str(addr.ip) for r in found
-            ):
+            found = {r.dst for r in nl.routes(family, oif=index)}
+            if f"{addr.ip}/{plen}" not in found:
                 problems.append(f"host route {addr.ip}/{plen} dev {host_ifname} missing")
     return problems

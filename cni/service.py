@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # pyroute2's debug log is one line per netlink message: far too much for a node.
-    logging.getLogger("pyroute2").setLevel(max(logging.INFO, log.getEffectiveLevel()))
     service = Service(args.socket, args.workers)
     service.bind()
 

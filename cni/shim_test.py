@@ -140,3 +140,29 @@ def test_lean_json_reader_and_request_encoder_agree_with_json():
     req = protocol.decode_request(shim.encode_request("plugin", env, 'é{"x":1}\n'))
     assert req.env == {k: v for k, v in env.items() if k.startswith("CNI_")}
     assert req.stdin == 'é{"x":1}\n'
+
+
+def test_shim_fast_path_loads_no_python_module_of_the_standard_library():
+    # Under -S the interpreter has not loaded ``os``; the shim must not either (~1 ms).
+    code = (
+        "import sys; before=set(sys.modules); import cni.shim; "
+        "print(sorted(set(sys.modules)-before))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
+        capture_output=True,
+        text=True,
+        cwd=shim.__file__.rsplit("/cni/", 1)[0],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['__future__', '_json', '_socket', 'cni', 'cni.shim']"
+
+
+def test_cni_environ_reads_only_cni_variables(monkeypatch):
+    monkeypatch.setenv("CNI_COMMAND", "ADD")
+    monkeypatch.setenv("CNI_ARGS", "K8S_POD_NAME=caf\u00e9")
+    monkeypatch.setenv("NOT_CNI", "x")
+    monkeypatch.delenv("CNI_PATH", raising=False)
+    env = shim.cni_environ()
+    assert env["CNI_COMMAND"] == "ADD" and env["CNI_ARGS"] == "K8S_POD_NAME=caf\u00e9"
+    assert "NOT_CNI" not in env and "CNI_PATH" not in env

@@ -11,8 +11,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from datastore import keys
-from datastore.api import AlreadyExists, Conflict, KVStore, NotFound
+from datastore import keys, resources
+from datastore.api import AlreadyExists, Conflict, DatastoreError, KeyValue, KVStore, NotFound
 from datastore.resources import ResourceStore
 from model import codec, validation
 from model.resources import ObjectMeta, WorkloadEndpoint, WorkloadEndpointSpec
@@ -46,11 +46,17 @@ def _decode(raw: bytes) -> WorkloadEndpoint:
 
 
 def get(kv: KVStore, name: str, namespace: str) -> tuple[WorkloadEndpoint, int] | None:
-    try:
-        wep = ResourceStore(kv).get(WorkloadEndpoint, name, namespace)
-    except NotFound:
+    return from_kv(kv.get(keys.resource_key(PLURAL, name, namespace)))
+
+
+def from_kv(found: KeyValue | None) -> tuple[WorkloadEndpoint, int] | None:
+    """``get``'s answer from the endpoint's record as already read."""
+    if found is None:
         return None
-    return wep, int(wep.metadata.resource_version or 0)
+    wep = resources.decode(found)
+    if not isinstance(wep, WorkloadEndpoint):
+        raise DatastoreError(f"stored value at {found.key} is a {wep.KIND}, not a WorkloadEndpoint")
+    return wep, found.mod_revision
 
 
 def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
@@ -60,7 +66,16 @@ def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
     with the pod's endpoint name (written by the orchestrator integration or an
     operator); a Kubernetes API lookup would go here too.
     """
-    found = kv.get(keys.resource_key(PLURAL, name, namespace))
+    return pod_info_from(kv.get(endpoint_key(name, namespace)))
+
+
+def endpoint_key(name: str, namespace: str) -> str:
+    """The endpoint's key (also its template's), for callers that batch reads."""
+    return keys.resource_key(PLURAL, name, namespace)
+
+
+def pod_info_from(found: KeyValue | None) -> PodInfo | None:
+    """``lookup_pod``'s answer from the template's record as already read."""
     if found is None:
         return None
     meta = _decode(found.value).metadata
@@ -130,18 +145,26 @@ def write(kv: KVStore, wep: WorkloadEndpoint) -> None:
         store.apply(wep)
 
 
-def delete(kv: KVStore, name: str, namespace: str, container_id: str | None = None) -> bool:
+def delete(
+    kv: KVStore,
+    name: str,
+    namespace: str,
+    container_id: str | None = None,
+    current: WorkloadEndpoint | None = None,
+) -> bool:
     """Delete the endpoint; with ``container_id``, only if it still belongs to that container.
 
     A pod's endpoint name does not include the container, so a late DEL of an old
-    sandbox must not delete the endpoint of its replacement.
+    sandbox must not delete the endpoint of its replacement. ``current``: the endpoint
+    as the caller just read it; the first (compare-and-swap) attempt trusts it.
     """
     store = ResourceStore(kv)
     for _ in range(5):
-        try:
-            current = store.get(WorkloadEndpoint, name, namespace)
-        except NotFound:
-            return False
+        if current is None:
+            try:
+                current = store.get(WorkloadEndpoint, name, namespace)
+            except NotFound:
+                return False
         owner = current.spec.container_id
         if container_id is not None and owner and owner != container_id:
             log.info(
@@ -158,6 +181,7 @@ def delete(kv: KVStore, name: str, namespace: str, container_id: str | None = No
         except NotFound:
             return False
         except Conflict:
+            current = None
             continue
     raise Conflict(f"endpoint {namespace}/{name} kept changing while deleting it")
 

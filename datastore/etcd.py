@@ -23,7 +23,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from datastore.api import (
@@ -40,6 +41,7 @@ from datastore.api import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # gRPC status codes etcd returns through the gateway.
 _GRPC_UNAVAILABLE = 14
@@ -154,26 +156,39 @@ class EtcdStore:
         detail = "; ".join(f"{url}: {why}" for url, why in errors)
         return Unavailable(f"no etcd endpoint reachable within {self.timeout:g}s ({detail})")
 
-    def _request(self, path: str, body: dict) -> dict:
-        """POST ``body`` to the first endpoint that answers, all within the timeout."""
-        payload = json.dumps(body).encode()
+    def _failover(self, attempt: Callable[[int, float], T], what: str) -> T:
+        """``attempt(endpoint index, deadline)`` on each endpoint, the one that answered
+        last first, until one does not raise ``_Retryable``; all within the timeout.
+
+        Requests and watches share this, so both fail over alike and an unreachable
+        etcd is one ``Unavailable`` naming every endpoint and why.
+        """
         deadline = time.monotonic() + self.timeout
         errors: list[tuple[str, str]] = []
         for idx in self._order():
-            ep = self._endpoints[idx]
+            url = self._endpoints[idx].url
             if time.monotonic() >= deadline:
-                errors.append((ep.url, "not tried, timeout spent"))
+                errors.append((url, "not tried, timeout spent"))
                 continue
             try:
-                status, data = self._roundtrip(idx, path, payload, deadline)
-                result = self._decode(ep, path, status, data)
+                result = attempt(idx, deadline)
             except _Retryable as e:
-                log.debug("etcd request failed endpoint=%s path=%s reason=%s", ep.url, path, e)
-                errors.append((ep.url, e.reason))
+                log.debug("etcd endpoint failed endpoint=%s what=%s reason=%s", url, what, e)
+                errors.append((url, e.reason))
                 continue
             self._preferred = idx
             return result
         raise self._unavailable(errors)
+
+    def _request(self, path: str, body: dict) -> dict:
+        """POST ``body`` to the first endpoint that answers, all within the timeout."""
+        payload = json.dumps(body).encode()
+
+        def attempt(idx: int, deadline: float) -> dict:
+            status, data = self._roundtrip(idx, path, payload, deadline)
+            return self._decode(self._endpoints[idx], path, status, data)
+
+        return self._failover(attempt, path)
 
     def _conn(self, idx: int) -> http.client.HTTPConnection:
         conns: dict[int, http.client.HTTPConnection] | None = getattr(self._local, "conns", None)
@@ -374,30 +389,23 @@ class EtcdWatch:
         if self.start_revision > 0:
             create["start_revision"] = str(self.start_revision)
         payload = json.dumps({"create_request": create}).encode()
-        deadline = time.monotonic() + store.timeout
-        errors: list[tuple[str, str]] = []
-        for idx in store._order():
+
+        def attempt(idx: int, deadline: float) -> None:
             ep = store._endpoints[idx]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                errors.append((ep.url, "not tried, timeout spent"))
-                continue
             try:
                 self._open(ep, payload, deadline)
-            except (OSError, _Retryable) as e:
+            except OSError as e:
                 self._close_sock()
-                why = e.reason if isinstance(e, _Retryable) else _reason(e)
-                errors.append((ep.url, why))
-                continue
+                raise _Retryable(_reason(e)) from e
+            except _Retryable:
+                self._close_sock()
+                raise
             self._url = ep.url
-            log.debug(
-                "watch open endpoint=%s prefix=%s start=%d",
-                ep.url,
-                self.prefix,
-                self.start_revision,
-            )
-            return
-        raise store._unavailable(errors)
+
+        store._failover(attempt, f"watch {self.prefix}")
+        log.debug(
+            "watch open endpoint=%s prefix=%s start=%d", self._url, self.prefix, self.start_revision
+        )
 
     def _open(self, ep: _Endpoint, payload: bytes, deadline: float) -> None:
         sock = socket.create_connection((ep.host, ep.port), timeout=deadline - time.monotonic())

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import http.client
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -42,21 +40,18 @@ log = logging.getLogger(__name__)
 ETCD_BINARY = "/usr/bin/etcd"
 _START_TIMEOUT = 20.0
 _START_ATTEMPTS = 3
-_PR_SET_PDEATHSIG = 1
+# The child is killed if the thread that started it dies first (no orphans on a shared
+# box). setpriv sets PR_SET_PDEATHSIG before exec; a Python preexec_fn would run Python
+# in a forked child of a threaded (grpc) process, which can crash before exec.
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGKILL etcd if the test process dies first (no orphans on a shared box).
+def free_port() -> int:
+    """A loopback TCP port the kernel just handed out (free now; callers bind it soon).
 
-    Linux ties this to the thread that started etcd, so start servers from the main thread.
+    Another process may take it in between: etcd start-up is retried for that race.
+    Other packages' tests use this too (daemon health ports).
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    """A port the kernel just handed out; etcd binds it a moment later (retried on a race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -113,7 +108,7 @@ class EtcdServer:
     def _first_start(self) -> None:
         last_error: Exception | None = None
         for _ in range(_START_ATTEMPTS):
-            self.client_port, self.peer_port = _free_port(), _free_port()
+            self.client_port, self.peer_port = free_port(), free_port()
             try:
                 self.start()
                 return
@@ -145,12 +140,11 @@ class EtcdServer:
         logfile = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(
-                args,
+                _DIE_WITH_PARENT + args,
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,  # a Ctrl-C to pytest must not race our own cleanup
-                preexec_fn=_die_with_parent,
             )
         finally:
             logfile.close()

@@ -158,7 +158,11 @@ class ResourceStore:
                 # Created or deleted by someone else between our read and write: re-decide.
                 if attempt == _APPLY_ATTEMPTS:
                     raise
-                log.info("apply raced attempt=%d resource=%s", attempt, kind_cls.KIND)
+                log.info(
+                    "apply raced attempt=%d resource=%s",
+                    attempt,
+                    _shown(kind_cls, name, namespace),
+                )
         raise AssertionError("unreachable")
 
     def delete(
@@ -179,12 +183,12 @@ class ResourceStore:
         if resource_version:
             expected = self._parse_version(resource_version, shown)
         try:
-            self.kv.delete(key, expected_revision=expected)
+            deleted_at = self.kv.delete(key, expected_revision=expected)
         except NotFound:
             raise NotFound(f"{shown} not found") from None
         except Conflict:
             raise self._stale(shown, expected) from None
-        log.info("resource deleted resource=%s revision=%d", shown, expected)
+        log.info("resource deleted resource=%s revision=%d", shown, deleted_at)
         return current
 
     # --- helpers -------------------------------------------------------------------

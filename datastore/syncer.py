@@ -204,6 +204,7 @@ class _PrefixWatcher:
                     need_list = False
                 self._watch_once()
                 backoff = s._min_backoff
+                continue
             except Compacted as e:
                 log.info(
                     "syncer resync prefix=%s revision=%d compact_revision=%d",
@@ -213,6 +214,7 @@ class _PrefixWatcher:
                 )
                 s._set_state(self.prefix, RESYNC)
                 need_list = True
+                continue  # no wait: the store is fine, only our revision is too old
             except Unavailable as e:
                 log.warning(
                     "syncer datastore unavailable prefix=%s revision=%d retry_in=%.1fs error=%s",
@@ -221,20 +223,16 @@ class _PrefixWatcher:
                     backoff,
                     e,
                 )
-                s._stop.wait(backoff)
-                backoff = min(backoff * 2, s._max_backoff)
             except DatastoreError as e:
                 log.warning(
                     "syncer error prefix=%s retry_in=%.1fs error=%s", self.prefix, backoff, e
                 )
-                s._stop.wait(backoff)
-                backoff = min(backoff * 2, s._max_backoff)
             except Exception:
                 # A bug, not an outage: log it and rebuild the view from a fresh listing.
                 log.exception("syncer unexpected failure prefix=%s", self.prefix)
                 need_list = True
-                s._stop.wait(backoff)
-                backoff = min(backoff * 2, s._max_backoff)
+            s._stop.wait(backoff)
+            backoff = min(backoff * 2, s._max_backoff)
 
     def _list(self) -> None:
         kvs, revision = self.syncer._kv.list(self.prefix)

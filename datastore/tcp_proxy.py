@@ -58,9 +58,7 @@ class TcpProxy:
             socks, self._socks = self._socks, set()
         for s in socks:
             with contextlib.suppress(OSError):
-                s.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                 s.shutdown(socket.SHUT_RDWR)
         log.info("proxy cut port=%d connections=%d", self.port, len(socks))
 

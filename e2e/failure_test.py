@@ -325,9 +325,15 @@ def test_cni_service_sigkill_restarted_pods_come_and_go(bin_dir: pathlib.Path) -
         check = json.loads(tabbyctl(cluster, bin_dir, "ipam", "check", "-o", "json").stdout)
         assert check["ok"], check
         assert check["allocations_checked"] == 2, check  # pod1 and the fresh pod
-        n0.exec(
-            [str(bin_dir / "tabby-node"), "--health-check", f"--run-dir={n0.state_dir / 'run'}"]
-        )
+        health = [
+            str(bin_dir / "tabby-node"),
+            "--health-check",
+            f"--run-dir={n0.state_dir / 'run'}",
+        ]
+        deadline = time.monotonic() + 5  # a probe runs periodically; status.json is 1 s old
+        while (probe := n0.exec(health, check=False)).returncode != 0:
+            assert time.monotonic() < deadline, probe.stderr
+            time.sleep(0.5)
 
 
 def remove_node_and_watch_routes(

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from e2e.topology import Cluster, Daemon, Node, TopologyError, netns_pids, pid_alive
 
@@ -29,12 +29,13 @@ def start_tabby_node(
     *,
     vxlan_mode: str = "Never",
     mtu: int = 1500,
-    extra_args: Sequence[str] = (),
+    services: str = "felix,cni",
+    extra_args: tuple[str, ...] = (),
 ) -> str:
-    """Start ``tabby-node`` in ``node`` (Felix and the CNI service under its own run dir),
-    wait until it registered, has its tunnel address settled and serves CNI, and install
-    the CNI conf. ``extra_args`` go to ``tabby-node`` as given (e.g. ``--felix-arg=...``).
-    Returns the path of the node's conflist."""
+    """Start ``tabby-node`` in ``node`` (by default Felix and the CNI service; add
+    ``bgpd`` for BGP in cluster mode) under its own run dir, wait until it registered,
+    has its tunnel address settled and serves CNI, and install the CNI conf. Returns the
+    path of the node's conflist."""
     state = node.state_dir
     run_dir = state / "run"
     endpoint = cluster.etcd_endpoint
@@ -47,7 +48,7 @@ def start_tabby_node(
             f"--default-ipv4-pool={POD_CIDR}",
             f"--default-ipv4-pool-vxlan={vxlan_mode}",
             f"--run-dir={run_dir}",
-            "--services=felix,cni",
+            f"--services={services}",
             *extra_args,
         ],
         name=f"{node.name}-tabby-node",

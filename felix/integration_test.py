@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 import pytest
 
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer
+from datastore.etcd_fixture import EtcdServer, free_port
 from datastore.resources import ResourceStore
 from felix.calc.testing import felix_config, node, pool, wep
 from felix.netlink.testns import have_root_netns_tools, ip, temp_netns
@@ -42,31 +41,26 @@ WAIT = 15.0
 POOL = "10.65.0.0/16"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(pred: Callable[[], object], what: str, timeout: float = WAIT, why=lambda: ""):
-    """Poll ``pred`` (every 0.1 s, bounded) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{why()}")
-        time.sleep(0.1)
-
-
 def _poll(pred: Callable[[], object], timeout: float) -> object:
-    """Like ``wait_for`` but returns False on timeout instead of failing."""
+    """What ``pred`` returns once it is truthy (polled, bounded); False on timeout."""
     deadline = time.monotonic() + timeout
     while not (got := pred()):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+    return got
+
+
+def wait_for(
+    pred: Callable[[], object],
+    what: str,
+    timeout: float = WAIT,
+    why: Callable[[], str] = lambda: "",
+) -> object:
+    """Like ``_poll``, but a timeout fails the test naming ``what`` (and ``why()``)."""
+    got = _poll(pred, timeout)
+    if not got:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{why()}")
     return got
 
 
@@ -84,7 +78,7 @@ class Felix:
         self.health_port = 0
 
     def start(self) -> Felix:
-        self.health_port = _free_port()
+        self.health_port = free_port()
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
@@ -110,6 +104,20 @@ class Felix:
                 return r.status == 200
         except (urllib.error.URLError, ConnectionError):
             return False
+
+    def metric(self, name: str) -> float | None:
+        """One value from /metrics (None when absent or felix does not answer)."""
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == name:
+                return float(value)
+        return None
 
     def wait_ready(self) -> None:
         wait_for(self.ready, f"felix {self.node_name} ready", why=self.log)
@@ -313,6 +321,12 @@ def test_routes_follow_the_datastore_foreign_kept_restart_quiet_resync_repairs(c
     [veth] = json.loads(ip("-j", "link", "show", "calia0", netns=node_ns))
     assert "UP" in veth["flags"], veth
     assert foreign in routes(node_ns)
+    ours = [r for r in routes(node_ns) if " proto 80" in r]
+    wait_for(
+        lambda: felix.metric("tabby_felix_routes_programmed") == len(ours),
+        "routes_programmed metric matches the kernel",
+        why=lambda: f"{felix.metric('tabby_felix_routes_programmed')} != {len(ours)}: {ours}",
+    )
 
     # Deleted by hand: back after the next periodic resync (routeRefreshInterval 2s).
     ip("route", "del", "10.65.0.64/26", "proto", "80", netns=node_ns)

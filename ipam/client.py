@@ -41,6 +41,7 @@ from datastore.keys import (
     resource_prefix,
 )
 from ipam.block import AllocationBlock, IPAddress, IPNetwork, host_affinity
+from ipam.blockcache import BlockCache
 from ipam.errors import (
     AddressInUse,
     CorruptRecord,
@@ -89,6 +90,27 @@ class IPAMConfig:
 IPAM_CONFIG_KEY = resource_key("ipamconfigurations", "default")
 
 
+@dataclass
+class Snapshot:
+    """What an assignment reads before it writes, taken in one read where the store can.
+
+    Built per request, never kept: the writes that follow are compare-and-swaps, so
+    nothing here can make them overwrite a newer state.
+    """
+
+    config: IPAMConfig
+    pools: list[Pool]
+    affinities: dict[int, list[KeyValue]]  # this node's affinity records per IP version
+    handles: dict[str, KeyValue | None] = field(default_factory=dict)  # as read, or written
+
+
+class _NoHint:
+    """Marker: nothing is known about a handle record; read it."""
+
+
+NO_HINT = _NoHint()
+
+
 def _encode(d: dict) -> bytes:
     return json.dumps(d, separators=(",", ":"), sort_keys=True).encode()
 
@@ -103,19 +125,52 @@ class IPAMClient:
         max_attempts: int = 32,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        block_cache: BlockCache | None = None,
     ) -> None:
+        """``block_cache``: shared by the clients of one long-lived process (the CNI
+        service) so their writes to one block queue up instead of colliding; see
+        ``ipam/blockcache.py``. Without it every block is read from the store."""
         self.kv = kv
+        self._cache = block_cache
         self.max_attempts = max_attempts
         self._sleep = sleep
         self._rng = rng or random.Random()
 
     # ================================================================ public API
 
-    def auto_assign(self, req: AutoAssignRequest) -> AutoAssignResult:
+    def snapshot(
+        self, node: str, handle: str = "", extra_gets: list[str] | None = None
+    ) -> tuple[Snapshot, list[KeyValue | None]]:
+        """Config, pools, ``node``'s affinities (and ``handle``, ``extra_gets``) in one read.
+
+        One round trip when the store offers ``read_many`` (etcd: a read-only
+        transaction, so all of it is from one revision); otherwise one call each.
+        Returns the snapshot and the values of ``extra_gets`` in order.
+        """
+        gets = [IPAM_CONFIG_KEY, *([handle_key(handle)] if handle else []), *(extra_gets or [])]
+        lists = [resource_prefix("ippools")] + [f"{IPAM_AFFINITIES}{node}/ipv{v}/" for v in (4, 6)]
+        read_many = getattr(self.kv, "read_many", None)
+        if read_many is not None:
+            got, listed, _ = read_many(gets, lists)
+        else:
+            got = [self.kv.get(k) for k in gets]
+            listed = [self.kv.list(prefix)[0] for prefix in lists]
+        snap = Snapshot(
+            config=self._config_from(got[0]),
+            pools=self._pools_from(listed[0]),
+            affinities={4: listed[1], 6: listed[2]},
+            handles={handle: got[1]} if handle else {},
+        )
+        return snap, got[1 + bool(handle) :]
+
+    def auto_assign(
+        self, req: AutoAssignRequest, snapshot: Snapshot | None = None
+    ) -> AutoAssignResult:
         """Assign ``num_ipv4`` + ``num_ipv6`` addresses to ``req.handle`` on ``req.node``.
 
         All or nothing: if one family cannot be served, what this call took is given
-        back before the error is raised.
+        back before the error is raised. ``snapshot``: reads already made for this
+        request (``snapshot(req.node, req.handle)``), so they are not repeated.
         """
         if not req.handle:
             raise InvalidRequest("auto_assign: field handle is empty")
@@ -124,8 +179,7 @@ class IPAMClient:
         if req.num_ipv4 < 0 or req.num_ipv6 < 0:
             raise InvalidRequest("auto_assign: num_ipv4/num_ipv6 must not be negative")
         t0 = time.monotonic()
-        cfg = self.config()
-        pools = self.pools()
+        snap = snapshot or Snapshot(self.config(), self.pools(), {})
         got: list[tuple[IPAddress, int]] = []
         try:
             for version, n, requested in (
@@ -133,7 +187,7 @@ class IPAMClient:
                 (6, req.num_ipv6, req.ipv6_pools),
             ):
                 if n:
-                    got += self._assign_family(version, n, requested, req, cfg, pools)
+                    got += self._assign_family(version, n, requested, req, snap)
         except BaseException:
             self._rollback(req.handle, [ip for ip, _ in got])
             raise
@@ -229,9 +283,15 @@ class IPAMClient:
             log.info("ipam released ips=%s not_allocated=%s", ",".join(ips), result)
         return result
 
-    def release_by_handle(self, handle: str) -> list[str]:
-        """Free every address of ``handle``; unknown handle: nothing to do, ``[]``."""
-        kvh = self.kv.get(handle_key(handle))
+    def release_by_handle(
+        self, handle: str, known: KeyValue | _NoHint | None = NO_HINT
+    ) -> list[str]:
+        """Free every address of ``handle``; unknown handle: nothing to do, ``[]``.
+
+        ``known``: the handle record (None: absent) from a linearizable read the caller
+        just made, so it is not read again.
+        """
+        kvh = self.kv.get(handle_key(handle)) if isinstance(known, _NoHint) else known
         if kvh is None:
             return []
         counts = self._decode_handle(kvh)
@@ -240,7 +300,7 @@ class IPAMClient:
             _, ips = self._release_in_block(ipaddress.ip_network(cidr), None, handle=handle)
             released += [str(ip) for ip in ips]
         # Whatever the counts said, nothing of this handle is left in those blocks.
-        self._handle_drop(handle, set(counts))
+        self._handle_drop(handle, set(counts), kvh)
         log.info("ipam released handle=%s ips=%s", handle, ",".join(released) or "-")
         return released
 
@@ -273,7 +333,10 @@ class IPAMClient:
     # ============================================================ configuration
 
     def config(self) -> IPAMConfig:
-        kvc = self.kv.get(IPAM_CONFIG_KEY)
+        return self._config_from(self.kv.get(IPAM_CONFIG_KEY))
+
+    @staticmethod
+    def _config_from(kvc: KeyValue | None) -> IPAMConfig:
         if kvc is None:
             return IPAMConfig()
         try:
@@ -288,7 +351,10 @@ class IPAMClient:
 
     def pools(self) -> list[Pool]:
         """Every IPPool in the store; an undecodable one is skipped with a warning."""
-        kvs, _ = self.kv.list(resource_prefix("ippools"))
+        return self._pools_from(self.kv.list(resource_prefix("ippools"))[0])
+
+    @staticmethod
+    def _pools_from(kvs: list[KeyValue]) -> list[Pool]:
         out = []
         for kvp in kvs:
             try:
@@ -305,19 +371,20 @@ class IPAMClient:
         n: int,
         requested: list[str],
         req: AutoAssignRequest,
-        cfg: IPAMConfig,
-        all_pools: list[Pool],
+        snap: Snapshot,
     ) -> list[tuple[IPAddress, int]]:
-        pools = select_pools(all_pools, version, req.node_labels, requested)
+        cfg = snap.config
+        pools = select_pools(snap.pools, version, req.node_labels, requested)
         got: list[tuple[IPAddress, int]] = []
 
         def take(cidr: IPNetwork, borrow: bool) -> None:
-            ips = self._assign_in_block(cidr, n - len(got), req, borrow=borrow)
+            ips = self._assign_in_block(cidr, n - len(got), req, snap, borrow=borrow)
             got.extend((ip, cidr.prefixlen) for ip in ips)
 
         try:
             # 1. Blocks this node already owns.
-            for cidr in self._affine_blocks(req.node, version, pools, cfg):
+            known_affinities = snap.affinities.get(version)
+            for cidr in self._affine_blocks(req.node, version, pools, cfg, known_affinities):
                 take(cidr, borrow=False)
                 if len(got) == n:
                     return got
@@ -343,46 +410,53 @@ class IPAMClient:
         return got
 
     def _assign_in_block(
-        self, cidr: IPNetwork, n: int, req: AutoAssignRequest, *, borrow: bool
+        self, cidr: IPNetwork, n: int, req: AutoAssignRequest, snap: Snapshot, *, borrow: bool
     ) -> list[IPAddress]:
         """Take up to ``n`` addresses from one block (handle first, then block)."""
         bkey = block_key(str(cidr))
         mine = host_affinity(req.node)
-        cur = self._read_block(bkey)
-        if cur is None or n <= 0:
+        if n <= 0:
             return []
-        blk, _ = cur
-        if not borrow and blk.affinity != mine:
+
+        def usable(c: tuple[AllocationBlock, int] | None) -> bool:
+            if c is None or c[0].free == 0:
+                return False
+            if c[0].affinity != mine:
+                return borrow and not c[0].strict_affinity
+            return True
+
+        cur = self._read_block_for_write(bkey, usable)
+        if not usable(cur):
             return []
-        if borrow and blk.affinity != mine and blk.strict_affinity:
-            return []
-        want = min(n, blk.free)
-        if want == 0:
-            return []
-        self._handle_add(req.handle, str(cidr), want)
+        assert cur is not None
+        want = min(n, cur[0].free)
+        self._handle_add(req.handle, str(cidr), want, snap.handles)
         got: list[IPAddress] = []
-        for attempt in range(self.max_attempts):
-            if cur is None:
-                break
-            blk, rev = cur
-            ips = blk.allocate(want, req.handle, req.attrs)
-            if not ips:
-                break
-            try:
-                self.kv.update(bkey, blk.to_json(), rev)
-                got = ips
-                break
-            except (Conflict, NotFound):
-                log.debug("ipam block conflict key=%s attempt=%d", bkey, attempt)
-                self._backoff(attempt)
-                cur = self._read_block(bkey)
-                if cur is not None and not borrow and cur[0].affinity != mine:
-                    cur = None
-        else:
-            self._handle_add(req.handle, str(cidr), -want)
-            raise TooManyConflicts(bkey, self.max_attempts)
+        with self._block_lock(bkey):
+            if self._cache is not None:  # others in this process may have written meanwhile
+                cur = self._read_block_for_write(bkey, usable)
+            for attempt in range(self.max_attempts):
+                if cur is None:
+                    break
+                blk, rev = cur
+                ips = blk.allocate(want, req.handle, req.attrs)
+                if not ips:
+                    break
+                try:
+                    self._write_block(bkey, blk, rev)
+                    got = ips
+                    break
+                except (Conflict, NotFound):
+                    log.debug("ipam block conflict key=%s attempt=%d", bkey, attempt)
+                    self._backoff(attempt)
+                    cur = self._read_block(bkey)
+                    if cur is not None and not borrow and cur[0].affinity != mine:
+                        cur = None
+            else:
+                self._handle_add(req.handle, str(cidr), -want, snap.handles)
+                raise TooManyConflicts(bkey, self.max_attempts)
         if len(got) < want:
-            self._handle_add(req.handle, str(cidr), len(got) - want)
+            self._handle_add(req.handle, str(cidr), len(got) - want, snap.handles)
         if borrow and got:
             log.info("ipam borrowed block=%s owner=%s ips=%d", cidr, blk.affinity, len(got))
         return got
@@ -400,10 +474,19 @@ class IPAMClient:
     # ================================================================ affinity
 
     def _affine_blocks(
-        self, node: str, version: int, pools: list[Pool], cfg: IPAMConfig
+        self,
+        node: str,
+        version: int,
+        pools: list[Pool],
+        cfg: IPAMConfig,
+        kvs: list[KeyValue] | None = None,
     ) -> list[IPNetwork]:
-        """This node's blocks inside ``pools``, in pool order; finishes pending claims."""
-        kvs, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/ipv{version}/")
+        """This node's blocks inside ``pools``, in pool order; finishes pending claims.
+
+        ``kvs``: the node's affinity records for ``version`` if already read.
+        """
+        if kvs is None:
+            kvs, _ = self.kv.list(f"{IPAM_AFFINITIES}{node}/ipv{version}/")
         ranked: list[tuple[int, IPNetwork]] = []
         for akv in kvs:
             cidr = ipaddress.ip_network(cidr_from_key(akv.key))
@@ -514,23 +597,35 @@ class IPAMClient:
         Returns (not allocated, released).
         """
         bkey = block_key(str(cidr))
-        for attempt in range(self.max_attempts):
-            cur = self._read_block(bkey)
-            if cur is None:
-                return list(ips or []), []
-            blk, rev = cur
-            targets = ips if ips is not None else blk.ips_for_handle(handle or "")
-            missed, per_handle = blk.release(targets)
-            released = [ip for ip in targets if ip not in set(missed)]
-            if not released:
-                return missed, []
+
+        def has_work(c: tuple[AllocationBlock, int] | None) -> bool:
+            if c is None:
+                return False
+            held = c[0].ips_for_handle(handle or "") if ips is None else ips
             try:
-                self.kv.update(bkey, blk.to_json(), rev)
-                break
-            except (Conflict, NotFound):
-                self._backoff(attempt)
-        else:
-            raise TooManyConflicts(bkey, self.max_attempts)
+                return any(c[0].holder(ip) is not None for ip in held)
+            except (ValueError, IndexError):  # not this block's address: let the store decide
+                return False
+
+        with self._block_lock(bkey):
+            cur = self._read_block_for_write(bkey, has_work)
+            for attempt in range(self.max_attempts):
+                if cur is None:
+                    return list(ips or []), []
+                blk, rev = cur
+                targets = ips if ips is not None else blk.ips_for_handle(handle or "")
+                missed, per_handle = blk.release(targets)
+                released = [ip for ip in targets if ip not in set(missed)]
+                if not released:
+                    return missed, []
+                try:
+                    self._write_block(bkey, blk, rev)
+                    break
+                except (Conflict, NotFound):
+                    self._backoff(attempt)
+                    cur = self._read_block(bkey)
+            else:
+                raise TooManyConflicts(bkey, self.max_attempts)
         if handle is None:  # release_by_handle fixes its own handle record afterwards
             for h, count in per_handle.items():
                 self._handle_add(h, str(cidr), -count)
@@ -545,17 +640,36 @@ class IPAMClient:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CorruptRecord(kvh.key, f"field block: {e}") from None
 
-    def _handle_add(self, handle: str, cidr: str, delta: int) -> None:
-        """Add ``delta`` to the handle's count for one block; drop it at zero."""
+    def _handle_add(
+        self,
+        handle: str,
+        cidr: str,
+        delta: int,
+        known: dict[str, KeyValue | None] | None = None,
+    ) -> None:
+        """Add ``delta`` to the handle's count for one block; drop it at zero.
+
+        ``known``: the handle record as this request last read or wrote it (a
+        snapshot's ``handles``). The first attempt trusts it instead of reading; the
+        write is a compare-and-swap either way, so a stale record only costs a retry.
+        It is kept up to date with what this call writes.
+        """
         if delta == 0:
             return
         key = handle_key(handle)
+        hint: KeyValue | _NoHint | None = NO_HINT
+        if known is not None and handle in known:
+            hint = known.pop(handle)  # trusted once; re-recorded below on success
         for attempt in range(self.max_attempts):
-            cur = self.kv.get(key)
+            cur = self.kv.get(key) if isinstance(hint, _NoHint) else hint
+            hint = NO_HINT
             try:
                 if cur is None:
                     if delta > 0:
-                        self.kv.create(key, _encode({"handleID": handle, "block": {cidr: delta}}))
+                        body = _encode({"handleID": handle, "block": {cidr: delta}})
+                        rev = self.kv.create(key, body)
+                        if known is not None:
+                            known[handle] = KeyValue(key, body, rev, rev)
                     return
                 counts = self._decode_handle(cur)
                 counts[cidr] = counts.get(cidr, 0) + delta
@@ -563,19 +677,26 @@ class IPAMClient:
                     del counts[cidr]
                 if counts:
                     body = _encode({"handleID": handle, "block": counts})
-                    self.kv.update(key, body, cur.mod_revision)
+                    rev = self.kv.update(key, body, cur.mod_revision)
+                    if known is not None:
+                        known[handle] = KeyValue(key, body, rev, cur.create_revision)
                 else:
                     self.kv.delete(key, cur.mod_revision)
+                    if known is not None:
+                        known[handle] = None
                 return
             except (Conflict, AlreadyExists, NotFound):
                 self._backoff(attempt)
         raise TooManyConflicts(key, self.max_attempts)
 
-    def _handle_drop(self, handle: str, cidrs: set[str]) -> None:
-        """Forget ``cidrs`` in the handle record; delete it when nothing is left."""
+    def _handle_drop(self, handle: str, cidrs: set[str], known: KeyValue | None = None) -> None:
+        """Forget ``cidrs`` in the handle record; delete it when nothing is left.
+
+        ``known``: the record as last read; the first attempt's compare-and-swap trusts it.
+        """
         key = handle_key(handle)
         for attempt in range(self.max_attempts):
-            cur = self.kv.get(key)
+            cur, known = (known, None) if known is not None else (self.kv.get(key), None)
             if cur is None:
                 return
             counts = {c: v for c, v in self._decode_handle(cur).items() if c not in cidrs}
@@ -593,13 +714,51 @@ class IPAMClient:
     # ================================================================ helpers
 
     def _read_block(self, bkey: str) -> tuple[AllocationBlock, int] | None:
+        """The block from the store (remembered in the block cache, if any)."""
         kvb = self.kv.get(bkey)
         if kvb is None:
+            if self._cache is not None:
+                self._cache.forget(bkey)
             return None
         try:
-            return AllocationBlock.from_json(kvb.value), kvb.mod_revision
+            blk = AllocationBlock.from_json(kvb.value)
         except ValueError as e:
             raise CorruptRecord(bkey, str(e)) from None
+        if self._cache is not None:
+            self._cache.put(bkey, kvb.value, kvb.mod_revision)
+        return blk, kvb.mod_revision
+
+    def _read_block_for_write(
+        self, bkey: str, useful: Callable[[tuple[AllocationBlock, int] | None], bool]
+    ) -> tuple[AllocationBlock, int] | None:
+        """The block to base a compare-and-swap on: the remembered copy if it is
+        ``useful`` (a stale one fails the CAS, and the caller re-reads), else the
+        store's. A conclusion not to write is never drawn from a remembered copy."""
+        if self._cache is not None:
+            entry = self._cache.get(bkey)
+            if entry is not None:
+                try:
+                    cached = (AllocationBlock.from_json(entry[0]), entry[1])
+                except ValueError:
+                    cached = None
+                if useful(cached):
+                    return cached
+        return self._read_block(bkey)
+
+    def _write_block(self, bkey: str, blk: AllocationBlock, rev: int) -> None:
+        """CAS ``blk`` over revision ``rev``; the cache follows what the store holds."""
+        body = blk.to_json()
+        try:
+            new_rev = self.kv.update(bkey, body, rev)
+        except (Conflict, NotFound):
+            if self._cache is not None:
+                self._cache.forget(bkey)
+            raise
+        if self._cache is not None:
+            self._cache.put(bkey, body, new_rev)
+
+    def _block_lock(self, bkey: str) -> contextlib.AbstractContextManager[None]:
+        return self._cache.locked(bkey) if self._cache is not None else contextlib.nullcontext()
 
     def _block_cidrs(self, version: int) -> list[IPNetwork]:
         """Every existing block of a family, lowest first (keys only are used)."""

@@ -401,3 +401,54 @@ def test_release_node_affinities_keeps_block_that_gains_an_address_meanwhile(kv)
     assert c.ips_by_handle("net.late") == ["10.65.0.7"]
     state = json.loads(kv.get(affinity_key("node-a", "10.65.0.0/26")).value)["state"]
     assert state == "confirmed"
+
+
+class _CountingStore:
+    """Delegates to ``inner`` and records every read, so tests can see what is re-read."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.reads: list[str] = []
+
+    def get(self, key):
+        self.reads.append(f"get {key}")
+        return self.inner.get(key)
+
+    def list(self, prefix):
+        self.reads.append(f"list {prefix}")
+        return self.inner.list(prefix)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_assign_from_a_snapshot_reads_only_the_block_again(kv):
+    put_pool(kv, "default", "10.66.0.0/16", 26)
+    IPAMClient(kv).auto_assign(_req("net.warm"))  # the node owns a block now
+    counting = _CountingStore(kv)
+    client = IPAMClient(counting)
+    snap, extra = client.snapshot("node-a", "net.c2", ["/no/such/key"])
+    assert extra == [None]
+    counting.reads.clear()
+    res = client.auto_assign(_req("net.c2"), snap)
+    assert res.ipv4 == [ipaddress.IPv4Interface("10.66.0.1/26")]
+    # Config, pools, affinities and the (absent) handle came from the snapshot.
+    assert counting.reads == [f"get {block_key('10.66.0.0/26')}"]
+    assert json.loads(kv.get(handle_key("net.c2")).value)["block"] == {"10.66.0.0/26": 1}
+
+
+def test_stale_snapshot_handle_costs_a_retry_never_a_lost_count(kv):
+    put_pool(kv, "default", "10.67.0.0/16", 26)
+    client = IPAMClient(kv)
+    snap, _ = client.snapshot("node-a", "net.c3")
+    assert snap.handles == {"net.c3": None}
+    # Another writer gives the same handle an address after the snapshot was taken.
+    client.assign_ip("10.67.0.9", "net.c3", "node-a")
+    res = client.auto_assign(_req("net.c3"), snap)
+    assert len(res.ipv4) == 1
+    # Both addresses are counted (the stale affinity list may send the second to a
+    # fresh block: harmless, the node owns both).
+    counts = json.loads(kv.get(handle_key("net.c3")).value)["block"]
+    assert sum(counts.values()) == 2
+    assert sorted(client.release_by_handle("net.c3")) == sorted(["10.67.0.9", str(res.ipv4[0].ip)])
+    assert kv.get(handle_key("net.c3")) is None

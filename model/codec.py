@@ -224,11 +224,6 @@ def _describe_raw(doc: Mapping[str, Any]) -> str:
     return describe(kind if isinstance(kind, str) else "", name, namespace)
 
 
-def describe_resource(res: Resource) -> str:
-    """``IPPool(pool-a)``: how errors and logs name a resource."""
-    return describe(res.KIND, res.metadata.name, res.metadata.namespace)
-
-
 def parse_resource(doc: dict) -> Resource:
     """A document (``apiVersion``, ``kind``, ``metadata``, ``spec``) as its dataclass.
 

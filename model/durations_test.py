@@ -44,4 +44,11 @@ def test_rejects_non_strings() -> None:
 @pytest.mark.parametrize("seconds", [0.0, 0.5, 1.0, 90.0, 3723.0, 7200.0, 45.25])
 def test_format_parses_back(seconds: float) -> None:
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
-    assert format_duration(90) == "1m30s"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(90, "1m30s"), (0, "0s"), (0.5, "500ms"), (7200, "2h"), (3723, "1h2m3s"), (-3, "-3s")],
+)
+def test_format_is_the_short_go_form(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text

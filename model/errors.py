@@ -6,6 +6,11 @@ error names the resource, the dotted field path and a reason, on one line.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.resources import Resource
+
 
 class ValidationError(Exception):
     """A resource (or document) is malformed or semantically invalid.
@@ -46,3 +51,8 @@ def describe(kind: str, name: str | None, namespace: str | None = None) -> str:
     if namespace:
         shown = f"{namespace}/{shown}"
     return f"{kind}({shown})"
+
+
+def describe_resource(res: Resource) -> str:
+    """``describe`` for a typed resource: ``IPPool(pool-a)``."""
+    return describe(res.KIND, res.metadata.name, res.metadata.namespace)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from model import selector
 from model.durations import parse_duration
-from model.errors import ValidationError, describe
+from model.errors import ValidationError, describe_resource
 from model.resources import (
     ENCAP_MODES,
     ENCAP_NEVER,
@@ -419,7 +419,7 @@ def validate(res: Resource) -> Resource:
     operator wrote.
     """
     out = copy.deepcopy(res)
-    where = describe(res.KIND, res.metadata.name, res.metadata.namespace)
+    where = describe_resource(res)
     try:
         _validate_metadata(out)
         _VALIDATORS[type(out)](out)
@@ -430,7 +430,7 @@ def validate(res: Resource) -> Resource:
 
 def check_pool_overlap(pool: IPPool, others: Iterable[IPPool]) -> None:
     """Raise on ``spec.cidr`` if ``pool`` overlaps another pool (same name: same pool)."""
-    where = describe(pool.KIND, pool.metadata.name)
+    where = describe_resource(pool)
     try:
         net = check_cidr(pool.spec.cidr, "spec.cidr")
     except ValidationError as err:
@@ -445,6 +445,6 @@ def check_pool_overlap(pool: IPPool, others: Iterable[IPPool]) -> None:
         if net.version == other_net.version and net.overlaps(other_net):
             raise ValidationError(
                 "spec.cidr",
-                f"{net} overlaps {describe(other.KIND, other.metadata.name)} ({other_net})",
+                f"{net} overlaps {describe_resource(other)} ({other_net})",
                 where,
             )

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--services",
         default=env("TABBY_SERVICES"),
         help=f"comma-separated, of {', '.join(SERVICES)} (default {DEFAULT_SERVICES}: "
-        "those whose executable, and for bgpd its config, exist)",
+        "those whose executable exists)",
     )
     p.add_argument(
         "--bin-dir",
@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("TABBY_FELIX_HEALTH_PORT", "9099")),
         help="Felix's HTTP /liveness and /readiness port (on 127.0.0.1)",
     )
-    p.add_argument("--bgpd-config", default=None, help="default: <run-dir>/bgpd.yaml")
+    p.add_argument(
+        "--bgpd-config",
+        default=None,
+        help="run tabby-bgpd standalone from this file (default: cluster mode, configured "
+        "by Felix's calculation-graph stream)",
+    )
     for name in SERVICES:
         p.add_argument(
             f"--{name}-arg",
@@ -113,13 +118,15 @@ def service_argv(
         ]
     elif name == "cni":
         argv = [exe, f"--socket={run_dir / 'cni.sock'}"]
-    else:  # bgpd: its sockets (adminSocket) are named in its config file
-        argv = [exe, f"--config={bgpd_config(args, run_dir)}"]
+    elif args.bgpd_config:  # standalone: its sockets (adminSocket) are in its config file
+        argv = [exe, f"--config={args.bgpd_config}"]
+    else:  # cluster mode: configuration from Felix's stream, routes back to Felix
+        argv = [
+            exe,
+            f"--felix-socket={run_dir / 'felix.sock'}",
+            f"--admin-socket={run_dir / 'bgpd.sock'}",
+        ]
     return argv + extra
-
-
-def bgpd_config(args: argparse.Namespace, run_dir: pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(args.bgpd_config) if args.bgpd_config else run_dir / "bgpd.yaml"
 
 
 def choose_services(
@@ -137,8 +144,10 @@ def choose_services(
         problem = ""
         if not os.access(exe, os.X_OK):
             problem = f"no executable {exe}"
-        elif name == "bgpd" and not bgpd_config(args, run_dir).exists():
-            problem = f"no BGP config {bgpd_config(args, run_dir)}"
+        elif name == "bgpd" and args.bgpd_config and not os.path.exists(args.bgpd_config):
+            problem = f"no BGP config {args.bgpd_config}"
+        elif name == "bgpd" and not args.bgpd_config and "felix" not in names:
+            problem = "cluster mode takes its configuration from Felix: add felix"
         if problem and explicit:
             raise ValueError(f"service {name}: {problem}")
         if problem:

@@ -144,7 +144,12 @@ def test_two_nodes_on_one_filesystem_get_their_own_paths_and_flags(tmp_path, nod
         "--workers=2",
     ]
     assert b.record("tabby-cni-service")["argv"] == [f"--socket={b.run_dir / 'cni.sock'}"]
-    assert "no BGP config" in a.log.read_text(), "bgpd skipped by default without a config"
+    # bgpd in cluster mode: configured by this node's Felix, admin socket in the run dir.
+    assert wait_for(lambda: a.has_record("tabby-bgpd")), a.log.read_text()
+    assert a.record("tabby-bgpd")["argv"] == [
+        f"--felix-socket={a.run_dir / 'felix.sock'}",
+        f"--admin-socket={a.run_dir / 'bgpd.sock'}",
+    ]
 
     assert wait_for(lambda: health(a.run_dir).returncode == 0), health(a.run_dir).stderr
     assert health(b.run_dir).returncode == 0
@@ -173,10 +178,19 @@ def test_health_check_fails_naming_the_service_that_is_down(tmp_path, nodes):
 
 def test_requested_service_that_cannot_run_is_a_startup_error(tmp_path, nodes):
     bin_dir = make_bin(tmp_path / "bin", ["tabby-felix", "tabby-bgpd"])
-    node = nodes.start("nm-d", f"--bin-dir={bin_dir}", "--services=felix,bgpd")
+    node = nodes.start(
+        "nm-d", f"--bin-dir={bin_dir}", "--services=felix,bgpd", "--bgpd-config=/nonexistent"
+    )
     assert node.proc.wait(30) == 1
-    assert "service bgpd: no BGP config" in node.log.read_text()
+    assert "service bgpd: no BGP config /nonexistent" in node.log.read_text()
     assert not node.has_record("tabby-felix"), "nothing started"
+
+
+def test_bgpd_in_cluster_mode_needs_felix(tmp_path, nodes):
+    bin_dir = make_bin(tmp_path / "bin", ["tabby-bgpd"])
+    node = nodes.start("nm-e", f"--bin-dir={bin_dir}", "--services=bgpd")
+    assert node.proc.wait(30) == 1
+    assert "cluster mode takes its configuration from Felix" in node.log.read_text()
 
 
 def test_verdict_reads_staleness_and_dead_pids():

@@ -2,7 +2,8 @@
 
 ``up`` starts an owner process in the background that builds the cluster (etcd in a
 namespace of its own, three nodes on one L2 segment each running ``tabby-node`` with
-Felix and the CNI service, two pods per node created through the real CNI plugin),
+Felix, the CNI service and tabby-bgpd in a BGP full mesh, two pods per node created
+through the real CNI plugin),
 writes a report and then waits. ``down`` asks the owner to stop; it tears everything
 down (namespaces, processes, files) on its way out, whatever state it is in.
 """
@@ -35,14 +36,33 @@ def _own(prefix: pathlib.Path, state: pathlib.Path) -> int:
     with Cluster.l2(3) as cluster:
         pods = []
         for node in cluster.nodes:
-            conflist = start_tabby_node(cluster, node, bin_dir)
+            conflist = start_tabby_node(
+                cluster,
+                node,
+                bin_dir,
+                services="felix,cni,bgpd",  # BGP full mesh, configured by Felix
+                extra_args=("--bgpd-arg=--connect-retry-time=1",),
+            )
             cni_path = [str(node.state_dir / "cni-bin"), REFERENCE_PLUGINS]
             for k in range(2):
                 pods.append(create_pod(node, f"{node.name}-p{k}", "default", conflist, cni_path))
-        matrix = reachability_matrix(pods, deadline=30)
         first = cluster.nodes[0]
         ctl = [str(bin_dir / "tabbyctl"), f"--etcd-endpoints={cluster.etcd_endpoint}"]
         lines = []
+        for node in cluster.nodes:
+            status = [*ctl, "node", "status", f"--bgp-socket={node.state_dir / 'run/bgpd.sock'}"]
+            deadline = time.monotonic() + 30
+            while True:  # until every mesh session is up (bounded)
+                out = node.exec(status, check=False).stdout
+                if out.count("Established") >= len(cluster.nodes) - 1:
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            lines += [f"$ tabbyctl node status    # on {node.name}", out.rstrip(), ""]
+        rib = [*ctl, "bgp", "rib", f"--bgp-socket={first.state_dir / 'run/bgpd.sock'}"]
+        lines += [f"$ tabbyctl bgp rib    # on {first.name}", first.exec(rib).stdout, ""]
+        matrix = reachability_matrix(pods, deadline=30)
         for args in (
             ["get", "nodes", "-o", "wide"],
             ["get", "ippools", "-o", "wide"],

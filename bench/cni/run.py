@@ -193,6 +193,8 @@ def main() -> int:
                 for command, values in phases.items():
                     rows.append((plugin, f"{command} {mode}", values))
     rows.sort(key=lambda r: (r[0] != "tabby", r[1][:3] == "DEL", "parallel" in r[1]))
+    # The machine is shared: the load says how much to trust a run's absolute numbers.
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"{'plugin':<18} {'phase':<16} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for plugin, phase, values in rows:
         print(

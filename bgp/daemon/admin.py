@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import grpc
 
@@ -35,22 +36,37 @@ def rib_entry(path: Path, best: bool) -> pb.RibEntry:
         from_peer="" if path.source.local else str(path.source.address),
         best=best,
         path_id=path.prefix.path_id,
+        originator_id=str(a.originator_id or ""),
+        cluster_list=[str(c) for c in a.cluster_list],
     )
 
 
+SpeakerSource = Speaker | Callable[[], Speaker | None]
+
+
 class AdminService(pb_grpc.BgpAdminServicer):
-    def __init__(self, speaker: Speaker) -> None:
-        self.speaker = speaker
+    """Serves one speaker, or whichever one a callable returns (cluster mode replaces its
+    speaker when the node's AS or router id changes; none runs before Felix says)."""
+
+    def __init__(self, speaker: SpeakerSource) -> None:
+        self._source = speaker
+
+    @property
+    def speaker(self) -> Speaker | None:
+        return self._source if isinstance(self._source, Speaker) else self._source()
 
     async def ListPeers(self, request, context):
         reply = pb.ListPeersReply()
-        for peer in self.speaker.peers.values():
-            rp = self.speaker.rib.peers.get(peer.key)
+        speaker = self.speaker
+        if speaker is None:
+            return reply
+        for peer in speaker.peers.values():
+            rp = speaker.rib.peers.get(peer.key)
             reply.peers.append(
                 pb.PeerStatus(
                     address=peer.name,
                     as_number=peer.config.as_number,
-                    type="dynamic" if peer.config.dynamic else "static",
+                    type=peer.config.kind or ("dynamic" if peer.config.dynamic else "static"),
                     state=str(peer.state),
                     established_since_unix=int(peer.established_since),
                     prefixes_received=len(rp.adj_in) if rp else 0,
@@ -70,8 +86,11 @@ class AdminService(pb_grpc.BgpAdminServicer):
                 f"afi: must be ipv4, ipv6 or empty, got {request.afi!r}",
             )
         afi = _AFIS[request.afi]
-        rib = self.speaker.rib
         reply = pb.ListRibReply()
+        speaker = self.speaker
+        if speaker is None:
+            return reply
+        rib = speaker.rib
         if request.peer:
             rp = rib.peers.get(request.peer)
             if rp is None:
@@ -88,7 +107,7 @@ class AdminService(pb_grpc.BgpAdminServicer):
         return reply
 
 
-async def serve_admin(speaker: Speaker, path: str) -> grpc.aio.Server:
+async def serve_admin(speaker: SpeakerSource, path: str) -> grpc.aio.Server:
     """Start the admin server on unix socket ``path`` (replacing a stale socket file)."""
     if os.path.exists(path):
         os.unlink(path)

@@ -36,6 +36,7 @@ class PeerConfig:
     export_filter: PrefixFilter = field(default_factory=PrefixFilter)
     hold_time: int | None = None
     dynamic: bool = False  # accepted from a listen range, not configured
+    kind: str = ""  # how it was configured, for the admin API: mesh, node, global
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class Originate:
     prefix: Network
     communities: tuple[int, ...] = ()
     med: int | None = None
+    # An explicit next hop (a route publisher speaking for another node); None: the
+    # session's own next hop, as for any route this speaker originates for itself.
+    next_hop: IPAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class DaemonConfig:
     originate: tuple[Originate, ...] = ()
     graceful_restart: GracefulRestart = field(default_factory=GracefulRestart)
     admin_socket: str | None = None
+    metrics_port: int = 0  # Prometheus text on http://metrics_address:port/metrics; 0 = off
+    metrics_address: str = "127.0.0.1"
     hold_time: int = 90
     connect_retry_time: int = 5
     next_hop_v4: ipaddress.IPv4Address | None = None
@@ -206,6 +212,8 @@ _TOP_KEYS = {
     "originate",
     "gracefulRestart",
     "adminSocket",
+    "metricsPort",
+    "metricsAddress",
     "holdTime",
     "connectRetryTime",
     "nextHopV4",
@@ -287,6 +295,8 @@ def parse_config(data: Any) -> DaemonConfig:
             _int("gracefulRestart.restartTime", gr.get("restartTime", 120), 1, 4095),
         ),
         admin_socket=data.get("adminSocket"),
+        metrics_port=_int("metricsPort", data.get("metricsPort", 0), 0, 65535),
+        metrics_address=str(_ip("metricsAddress", data.get("metricsAddress", "127.0.0.1"))),
         hold_time=_hold("holdTime", data.get("holdTime", 90)),
         connect_retry_time=_int("connectRetryTime", data.get("connectRetryTime", 5), 1, 65535),
         next_hop_v4=None if "nextHopV4" not in data else _ipv4("nextHopV4", data["nextHopV4"]),

@@ -1,4 +1,10 @@
-"""``tabby-bgpd --config FILE``: run the BGP speaker until SIGTERM/SIGINT."""
+"""tabby-bgpd: the BGP speaker, until SIGTERM/SIGINT.
+
+tabby-bgpd --config FILE                       standalone, configured by a file
+tabby-bgpd --felix-socket PATH [--admin-socket PATH]
+                                               cluster mode: configured by Felix's
+                                               stream, selected routes pushed to Felix
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,41 @@ def _reload(speaker, path: str) -> None:
     log.info("reloaded originate=%d", len(new.originate))
 
 
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+
+
+async def run_cluster(args: argparse.Namespace) -> int:
+    """Cluster mode: Felix says what to do; no config file."""
+    from bgp.daemon.cluster import Settings
+    from bgp.daemon.felix_client import ClusterRunner
+
+    settings = Settings(
+        listen_address=args.listen_address,
+        admin_socket=args.admin_socket,
+        hold_time=args.hold_time,
+        connect_retry_time=args.connect_retry_time,
+        graceful_restart_time=args.graceful_restart_time,
+    )
+    runner = ClusterRunner(args.felix_socket, settings, eor_deferral=args.eor_deferral)
+    await runner.start()
+    admin = None
+    if args.admin_socket:
+        from bgp.daemon.admin import serve_admin
+
+        admin = await serve_admin(lambda: runner.speaker, args.admin_socket)
+    await _until_signalled()
+    await runner.stop()
+    if admin is not None:
+        await admin.stop(0.5)
+    return 0
+
+
 async def run(config: DaemonConfig, path: str | None = None) -> int:
     from bgp.daemon.speaker import Speaker
 
@@ -39,6 +80,11 @@ async def run(config: DaemonConfig, path: str | None = None) -> int:
         from bgp.daemon.admin import serve_admin
 
         admin = await serve_admin(speaker, config.admin_socket)
+    metrics = None
+    if config.metrics_port:
+        from bgp.daemon.metrics import serve_metrics
+
+        metrics = await serve_metrics(speaker, config.metrics_address, config.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,21 +94,78 @@ async def run(config: DaemonConfig, path: str | None = None) -> int:
     await stop.wait()
     log.info("stopping")
     await speaker.stop()
+    if metrics is not None:
+        await metrics.stop()
     if admin is not None:
         await admin.stop(0.5)
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tabby-bgpd",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML configuration file (standalone mode)")
+    p.add_argument("--felix-socket", help="Felix's unix socket (cluster mode)")
+    p.add_argument("--admin-socket", help="serve the admin API here (cluster mode)")
+    p.add_argument(
+        "--listen-address",
+        default="0.0.0.0",
+        help="cluster mode: address to listen on; 'node' binds the node's IPv4 address",
+    )
+    p.add_argument("--hold-time", type=int, default=90)
+    p.add_argument("--connect-retry-time", type=int, default=5)
+    p.add_argument("--graceful-restart-time", type=int, default=120)
+    p.add_argument(
+        "--eor-deferral",
+        type=float,
+        default=30.0,
+        help="cluster mode: longest wait for peers' End-of-RIB before telling Felix the "
+        "learned table is complete",
+    )
+    p.add_argument(
+        "--publish-from-datastore",
+        action="store_true",
+        help="route publisher: advertise every node's blocks from the datastore",
+    )
+    p.add_argument("--etcd-endpoints", help="publisher: comma-separated etcd client URLs")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from bgp.daemon.publisher import run_publisher
+    from datastore.config import resolve_endpoints
+
+    try:
+        config = load_config(args.config)
+        endpoints = resolve_endpoints(args.etcd_endpoints)
+    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+        print(f"tabby-bgpd: {e}", file=sys.stderr)
+        return 2
+    if config.originate:
+        log.warning("originate in %s ignored: the datastore says what to publish", args.config)
+    return asyncio.run(run_publisher(config, endpoints))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tabby-bgpd", description=__doc__)
-    parser.add_argument("--config", required=True, help="YAML configuration file")
-    parser.add_argument("--log-level", default="INFO")
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if args.felix_socket:
+        if args.config:
+            parser.error("--config and --felix-socket are two different modes; pick one")
+        return asyncio.run(run_cluster(args))
+    if not args.config:
+        parser.error("one of --config FILE or --felix-socket PATH is required")
+    if args.publish_from_datastore:
+        return _publish(args)
     try:
         config = load_config(args.config)
     except (OSError, ConfigError) as e:

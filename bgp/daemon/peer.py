@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bgp.daemon.config import PeerConfig
+from bgp.daemon.metrics import PeerCounters
 from bgp.daemon.session import Session
 from bgp.fsm import (
     Connection,
@@ -68,10 +69,12 @@ class Peer:
         self.established: Session | None = None
         self.established_since = 0.0
         self.last_error = ""
+        self.counters = PeerCounters()  # for /metrics
         self.router_id: ipaddress.IPv4Address | None = None
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task | None = None
         self._eor_sent = False
+        self.eor_received: set[int] = set()  # AFIs whose End-of-RIB arrived this session
         self._stale_timer: asyncio.TimerHandle | None = None
         self.rib_peer = speaker.rib.add_peer(self.key, config.import_filter, config.max_prefixes)
 
@@ -97,6 +100,15 @@ class Peer:
     @property
     def state(self) -> State:
         return self.session.state
+
+    @property
+    def initial_table_received(self) -> bool:
+        """Established, and End-of-RIB arrived for every negotiated family: what this
+        peer had to say after (re)connecting is in the RIB."""
+        s = self.established
+        if s is None or s.ctx is None:
+            return False
+        return {afi for afi, _ in s.ctx.families} <= self.eor_received
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -231,6 +243,7 @@ class Peer:
         )
         self.speaker.rib.peer_up(self.key, ref, target)
         self._eor_sent = False
+        self.eor_received = set()
         if self._writer_task is not None:
             self._writer_task.cancel()
         self._writer_task = asyncio.get_running_loop().create_task(self._writer(session))
@@ -274,6 +287,7 @@ class Peer:
         rib = self.speaker.rib
         eor = update.is_end_of_rib()
         if eor is not None:
+            self.eor_received.add(eor[0])
             swept = rib.sweep_stale(self.key, eor[0])
             log.info("end-of-rib peer=%s afi=%d stale_removed=%d", self.name, eor[0], swept)
             return
@@ -334,5 +348,6 @@ class Peer:
                     len(messages),
                     out.prefix_count,
                 )
+                self.counters.updates_out += len(messages)
                 session.send_raw(messages)
                 await session.drain()

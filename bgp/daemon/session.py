@@ -149,6 +149,7 @@ class Session:
                 action.name,
             )
             self.peer.last_error = f"sent {action.name}"
+            self.peer.counters.notification_sent(action.code, action.subcode)
             self._write(encode_message(Notification(action.code, action.subcode, action.data)))
         elif isinstance(action, InitiateConnection):
             self._connect_task = asyncio.get_running_loop().create_task(self._connect())
@@ -310,6 +311,7 @@ class Session:
 
     def _dispatch(self, msg: object) -> None:
         if isinstance(msg, Update):
+            self.peer.counters.update_received(msg)
             if msg.errors:
                 log.warning(
                     "update errors peer=%s treat_as_withdraw=%s errors=%r",
@@ -344,6 +346,7 @@ class Session:
                 name,
             )
             self.peer.last_error = f"received {name}"
+            self.peer.counters.notification_received(msg.code, msg.subcode)
             self.feed(NotificationReceived(msg.code, msg.subcode, msg.data))
         elif isinstance(msg, RouteRefresh):
             self.feed(RouteRefreshReceived(msg))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -31,6 +32,7 @@ class RouteUpdate:
 
     dst: Network
     next_hops: tuple[IPAddress, ...]
+    peer: str = ""  # where the selected path came from (empty: originated here)
 
 
 def _unmap(addr: IPAddress) -> IPAddress:
@@ -80,7 +82,7 @@ class Speaker:
         """Make the originated routes exactly ``originate`` (start-up and SIGHUP reload)."""
         wanted = {
             Prefix(o.prefix): PathAttributes(
-                origin=ORIGIN_IGP, communities=o.communities, med=o.med
+                origin=ORIGIN_IGP, communities=o.communities, med=o.med, next_hop=o.next_hop
             )
             for o in originate
         }
@@ -92,6 +94,40 @@ class Speaker:
             if old is None or old.attrs != attrs:
                 self.rib.originate(prefix, attrs)
                 log.info("route originated prefix=%s", prefix)
+
+    def set_peers(self, peers: tuple[PeerConfig, ...]) -> None:
+        """Make the configured peers exactly ``peers``, live (cluster mode follows Felix).
+
+        An unchanged peer keeps its session; a changed one is reset (Cease/Administrative
+        Reset) and reconnects with its new settings; a removed one gets Cease/Peer
+        De-configured and its routes leave the RIB. Dynamic peers are left alone unless
+        a configured peer takes their address."""
+        wanted = {str(pc.address): pc for pc in peers}
+        for key, peer in list(self.peers.items()):
+            want = wanted.get(key)
+            if want is None:
+                if not peer.config.dynamic:
+                    self._drop_peer(peer, codes.CEASE_PEER_DECONFIGURED, "removed")
+            elif want != peer.config:
+                self._drop_peer(peer, codes.CEASE_ADMIN_RESET, "changed")
+        self.config = dataclasses.replace(self.config, peers=tuple(peers))
+        for key, pc in wanted.items():
+            if key in self.peers:
+                continue
+            sock = self._sock
+            v6_ok = sock is not None and sock.family == socket.AF_INET6
+            if pc.password and sock is not None and (v6_ok or pc.address.version == 4):
+                set_md5(sock, pc.address, pc.password)
+            self.add_peer(pc).start()
+            log.info("peer added peer=%s asn=%d kind=%s", key, pc.as_number, pc.kind or "static")
+
+    def _drop_peer(self, peer: Peer, subcode: int, why: str) -> None:
+        peer.stop(subcode)
+        self.remove_peer(peer)
+        if self._sock is not None and peer.config.password and not peer.config.dynamic:
+            with contextlib.suppress(OSError):
+                set_md5(self._sock, peer.config.address, None)
+        log.info("peer %s peer=%s", why, peer.name)
 
     @property
     def listen_port(self) -> int:
@@ -169,7 +205,7 @@ class Speaker:
     def _on_best(self, prefix: Prefix, best: Path | None) -> None:
         if not self._subscribers:
             return
-        update = RouteUpdate(prefix.network, _next_hops(best))
+        update = RouteUpdate(prefix.network, _next_hops(best), _source(best))
         for q in self._subscribers:
             q.put_nowait(update)
 
@@ -179,7 +215,7 @@ class Speaker:
         Locally originated routes appear with no next hop (nothing to install)."""
         q: asyncio.Queue[RouteUpdate] = asyncio.Queue()
         for dest, best in self.rib.best.items():
-            q.put_nowait(RouteUpdate(dest.network, _next_hops(best)))
+            q.put_nowait(RouteUpdate(dest.network, _next_hops(best), _source(best)))
         self._subscribers.append(q)
         try:
             while True:
@@ -192,3 +228,9 @@ def _next_hops(best: Path | None) -> tuple[IPAddress, ...]:
     if best is None or best.source.local or best.attrs.next_hop is None:
         return ()
     return (best.attrs.next_hop,)
+
+
+def _source(best: Path | None) -> str:
+    if best is None or best.source.local or best.source.address is None:
+        return ""
+    return str(best.source.address)

@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from bgp.interop.common import BIRD_AS, TABBY_AS, both_up, env_fixture, peer_lines, tabby_conf  # noqa: F401
+from bgp.interop.common import (  # noqa: F401
+    BIRD_AS,
+    TABBY_AS,
+    bird_conf,
+    both_up,
+    env6_fixture,
+    env_fixture,
+    peer_lines,
+    tabby_conf,
+)
 from bgp.interop.harness import Bird, Tabby, have_root_netns, wait_for
 
 pytestmark = [
@@ -16,54 +25,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("bird") is None, reason="bird (BIRD 2) not installed"),
     pytest.mark.timeout(120),
 ]
-
-
-def bird_conf(
-    net,
-    i: int,
-    *,
-    asn: int = BIRD_AS,
-    k: int | None = None,
-    v6: bool = True,
-    extra: str = "",
-    export_filter: str = "bgp_community.add((65002,7)); bgp_med = 50;",
-    password: str | None = None,
-) -> str:
-    """BIRD on node ``i`` peering with tabby on node 0; static routes 10.20.<k>.0/24 and
-    fd00:20:<k>::/64 exported with a community and MED."""
-    k = i if k is None else k
-    ibgp = asn == TABBY_AS
-    common = f"""
-  hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 2;
-  {"direct;" if ibgp else ""}
-  {f'password "{password}";' if password else ""}
-  {extra}
-"""
-    flt = f"if source != RTS_STATIC then reject; {export_filter} accept;"
-    gw = "gateway direct;" if ibgp else ""
-    conf = f"""
-router id {net.v4(i)};
-log stderr all;
-protocol device {{ scan time 2; }}
-protocol static s4 {{ ipv4; route 10.20.{k}.0/24 blackhole; }}
-protocol static s6 {{ ipv6; route fd00:20:{k}::/64 blackhole; }}
-protocol bgp t4 {{
-  local {net.v4(i)} as {asn};
-  neighbor {net.v4(0)} as {TABBY_AS};
-  {common}
-  ipv4 {{ {gw} import all; export filter {{ {flt} }}; }};
-}}
-"""
-    if v6:
-        conf += f"""
-protocol bgp t6 {{
-  local {net.v6(i)} as {asn};
-  neighbor {net.v6(0)} as {TABBY_AS};
-  {common}
-  ipv6 {{ {gw} import all; export filter {{ {flt} }}; }};
-}}
-"""
-    return conf
 
 
 def test_ebgp_ipv4_ipv6_routes_both_ways_with_attributes_and_withdrawals(env):
@@ -185,29 +146,46 @@ def test_route_reflector_reflects_between_bird_clients(env):
     wait_for("withdrawal reflected", lambda: not b2.route("10.20.1.0/24"))
 
 
-def test_dynamic_neighbours_from_listen_range_come_up_without_static_config(env):
-    net, d, started = env
+def test_dynamic_neighbours_from_listen_range_come_up_without_static_config(env6):
+    """Five peers from the listen range, none configured: three BIRD, two tabby-bgpd."""
+    net, d, started = env6
     extra = f"listenRanges:\n  - {{cidr: 10.99.{net.subnet}.0/24, asNumber: {BIRD_AS}}}"
     tabby = Tabby(net.nodes[0].ns, d, tabby_conf(net, " []", extra=extra)).start()
     started.append(tabby)
     birds = [Bird(net.nodes[i].ns, d, bird_conf(net, i, v6=False), f"b{i}") for i in (1, 2, 3)]
     started.extend(birds)
+    for i in (4, 5):
+        conf = tabby_conf(
+            net,
+            peer_lines(net, [0], asn=TABBY_AS, v6=False),
+            originate=f" [10.20.{i}.0/24]",
+            node=i,
+            asn=BIRD_AS,
+        )
+        started.append(Tabby(net.nodes[i].ns, d, conf, f"t{i}").start())
+    five = (1, 2, 3, 4, 5)
     peers = wait_for(
-        "three dynamic peers Established",
+        "five dynamic peers Established",
         lambda: (
             (p := tabby.peers())
-            and all(p.get(net.v4(i)) and p[net.v4(i)].state == "Established" for i in (1, 2, 3))
+            and all(p.get(net.v4(i)) and p[net.v4(i)].state == "Established" for i in five)
             and p
         ),
+        30,
     )
-    assert {peers[net.v4(i)].type for i in (1, 2, 3)} == {"dynamic"}
-    wanted = {f"10.20.{i}.0/24" for i in (1, 2, 3)}
-    rib = wait_for("routes of all three", lambda: wanted <= set(tabby.rib()) and tabby.rib())
-    assert wanted <= set(rib)
+    assert {peers[net.v4(i)].type for i in five} == {"dynamic"}
+    assert len(peers) == 5
+    wanted = {f"10.20.{i}.0/24" for i in five}
+    rib = wait_for("routes of all five", lambda: wanted <= set(tabby.rib()) and tabby.rib())
+    assert {rib[f"10.20.{i}.0/24"].next_hop for i in five} == {net.v4(i) for i in five}
     # A dynamic peer that goes away is forgotten, with its routes.
     birds[0].stop()
     wait_for("dynamic peer removed", lambda: net.v4(1) not in tabby.peers(), 15)
     assert "10.20.1.0/24" not in tabby.rib()
+    started[-1].stop()  # a tabby-bgpd peer stops too (Cease), same outcome
+    wait_for("tabby dynamic peer removed", lambda: net.v4(5) not in tabby.peers(), 15)
+    assert "10.20.5.0/24" not in tabby.rib()
+    assert len(tabby.peers()) == 3
 
 
 def test_graceful_restart_bird_keeps_stale_routes_until_restart_and_end_of_rib(env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -18,7 +19,9 @@ pytestmark = [
 FRR_AS = 65005
 
 
-def frr_conf(net, i: int, asn: int) -> str:
+def frr_conf(net, i: int, asn: int, password: str | None = None) -> str:
+    pw = "".join(f"\n neighbor {a} password {password}" for a in (net.v4(0), net.v6(0)))
+    pw = pw if password else ""
     return f"""
 frr defaults traditional
 hostname frr{i}
@@ -33,7 +36,7 @@ router bgp {asn}
  neighbor {net.v4(0)} timers connect 1
  neighbor {net.v6(0)} remote-as {TABBY_AS}
  neighbor {net.v6(0)} timers 1 3
- neighbor {net.v6(0)} timers connect 1
+ neighbor {net.v6(0)} timers connect 1{pw}
  address-family ipv4 unicast
   network 10.50.0.0/24 route-map SET
   no neighbor {net.v6(0)} activate
@@ -84,3 +87,38 @@ def test_frr_ipv4_ipv6_both_ways_with_attributes_and_withdrawals(env, ibgp):
 
     tabby.reload(tabby_conf(net, peer_lines(net, [1], asn=asn), originate=' ["fd00:1::/64"]'))
     wait_for("withdrawal reaches FRR", lambda: not frr_route("10.1.0.0/24", "ipv4"))
+
+
+def test_frr_session_survives_idle_beyond_three_hold_times(env):
+    net, d, started = env
+    tabby = Tabby(net.nodes[0].ns, d, tabby_conf(net, peer_lines(net, [1], FRR_AS))).start()
+    started.append(tabby)
+    frr = Frr(net.nodes[1].ns, d, frr_conf(net, 1, FRR_AS))
+    started.append(frr)
+    wait_for("sessions with FRR", lambda: both_up(tabby, net, 1), 40)
+    since = tabby.peers()[net.v4(1)].established_since_unix
+    time.sleep(10)  # > 3 x hold time 3 s, only keepalives flowing
+    peer = tabby.peers()[net.v4(1)]
+    assert peer.state == "Established" and peer.established_since_unix == since
+    n = frr.json(f"show bgp neighbors {net.v4(0)}")[net.v4(0)]
+    assert n["bgpState"] == "Established" and n["bgpTimerUpEstablishedEpoch"] <= since + 1
+    assert n["connectionsEstablished"] == 1 and n.get("connectionsDropped", 0) == 0
+
+
+def test_frr_md5_session_up_with_right_password_refused_with_wrong(env):
+    net, d, started = env
+    peers = peer_lines(net, [1, 2], FRR_AS, extra=", password: s3cret")
+    tabby = Tabby(net.nodes[0].ns, d, tabby_conf(net, peers)).start()
+    started.append(tabby)
+    good = Frr(net.nodes[1].ns, d, frr_conf(net, 1, FRR_AS, "s3cret"), "good")
+    started.append(good)
+    bad = Frr(net.nodes[2].ns, d, frr_conf(net, 2, FRR_AS, "wrong"), "bad")
+    started.append(bad)
+    wait_for("MD5 sessions with the right password", lambda: both_up(tabby, net, 1), 40)
+    wait_for("route over the MD5 session", lambda: "10.50.0.0/24" in tabby.rib(), 30)
+    assert good.established(net.v4(0))
+    time.sleep(4)  # FRR retries every second: several refused attempts
+    for addr in (net.v4(2), net.v6(2)):
+        assert tabby.peers()[addr].state != "Established"
+    assert not bad.established(net.v4(0))
+    assert len([e for e in tabby.rib().values() if e.from_peer == net.v4(2)]) == 0

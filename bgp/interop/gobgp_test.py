@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -18,14 +19,16 @@ pytestmark = [
 GOBGP_AS = 65004
 
 
-def gobgp_conf(net, i: int, asn: int) -> str:
+def gobgp_conf(net, i: int, asn: int, v6: bool = True, password: str | None = None) -> str:
     neighbors = ""
-    for addr, fam in ((net.v4(0), "ipv4-unicast"), (net.v6(0), "ipv6-unicast")):
+    fams = [(net.v4(0), "ipv4-unicast")] + ([(net.v6(0), "ipv6-unicast")] if v6 else [])
+    auth = f'\n    auth-password = "{password}"' if password else ""
+    for addr, fam in fams:
         neighbors += f"""
 [[neighbors]]
   [neighbors.config]
     neighbor-address = "{addr}"
-    peer-as = {TABBY_AS}
+    peer-as = {TABBY_AS}{auth}
   [neighbors.timers.config]
     hold-time = 3
     keepalive-interval = 1
@@ -83,3 +86,39 @@ def test_gobgp_ipv4_ipv6_both_ways_with_attributes_and_withdrawals(env, ibgp):
     wait_for("withdrawal reaches tabby", lambda: "10.40.0.0/24" not in tabby.rib())
     tabby.reload(tabby_conf(net, peer_lines(net, [1], asn=asn), originate=' ["fd00:1::/64"]'))
     wait_for("withdrawal reaches GoBGP", lambda: "10.1.0.0/24" not in gobgp.rib("ipv4"))
+
+
+def test_gobgp_session_survives_idle_beyond_three_hold_times(env):
+    net, d, started = env
+    tabby = Tabby(net.nodes[0].ns, d, tabby_conf(net, peer_lines(net, [1], GOBGP_AS, False)))
+    started.append(tabby.start())
+    gobgp = GoBgp(net.nodes[1].ns, d, gobgp_conf(net, 1, GOBGP_AS, v6=False))
+    started.append(gobgp)
+    wait_for("session with GoBGP", lambda: tabby.established(net.v4(1)), 30)
+    wait_for("GoBGP sees it", lambda: gobgp.established(net.v4(0)))
+    since = tabby.peers()[net.v4(1)].established_since_unix
+    time.sleep(10)  # > 3 x hold time 3 s, only keepalives flowing
+    peer = tabby.peers()[net.v4(1)]
+    assert peer.state == "Established" and peer.established_since_unix == since
+    assert gobgp.established(net.v4(0))
+    assert "hold timer" not in gobgp.proc.output().lower()
+
+
+def test_gobgp_md5_session_up_with_right_password_refused_with_wrong(env):
+    net, d, started = env
+    peers = peer_lines(net, [1, 2], GOBGP_AS, v6=False, extra=", password: s3cret")
+    started.append(Tabby(net.nodes[0].ns, d, tabby_conf(net, peers)).start())
+    tabby = started[-1]
+    good = GoBgp(net.nodes[1].ns, d, gobgp_conf(net, 1, GOBGP_AS, False, "s3cret"), "good")
+    started.append(good)
+    bad = GoBgp(net.nodes[2].ns, d, gobgp_conf(net, 2, GOBGP_AS, False, "wrong"), "bad")
+    started.append(bad)
+    wait_for("MD5 session with the right password", lambda: tabby.established(net.v4(1)), 30)
+    good.cli("global", "rib", "add", "10.41.1.0/24", "-a", "ipv4")
+    bad.cli("global", "rib", "add", "10.41.2.0/24", "-a", "ipv4")
+    wait_for("route over the MD5 session", lambda: "10.41.1.0/24" in tabby.rib())
+    assert good.established(net.v4(0))
+    time.sleep(4)  # GoBGP retries every second: several refused attempts
+    assert tabby.peers()[net.v4(2)].state != "Established"
+    assert not bad.established(net.v4(0))
+    assert "10.41.2.0/24" not in tabby.rib()

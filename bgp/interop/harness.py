@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import secrets
 import shutil
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -124,13 +126,14 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 20.0) -> o
 
 
 class Proc:
-    """A daemon started inside a namespace, stopped (and reaped) on exit."""
+    """A daemon started inside a namespace (or on the host when ``ns`` is None), stopped
+    (and reaped) on exit."""
 
-    def __init__(self, ns: str, argv: list[str], log: pathlib.Path, env: dict | None = None):
+    def __init__(self, ns: str | None, argv: list[str], log: pathlib.Path, env: dict | None = None):
         self.log = log
         self._f = open(log, "ab")  # noqa: SIM115 (closed in stop)
         self.p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+            ["ip", "netns", "exec", ns, *argv] if ns else argv,
             stdout=self._f,
             stderr=subprocess.STDOUT,
             env=env,
@@ -161,9 +164,10 @@ class Proc:
 
 
 class Tabby:
-    """tabby-bgpd in a namespace, with its admin API reachable over the unix socket."""
+    """tabby-bgpd in a namespace (None: on the host, loopback tests), with its admin API
+    reachable over the unix socket."""
 
-    def __init__(self, ns: str, workdir: pathlib.Path, config: str, name: str = "tabby"):
+    def __init__(self, ns: str | None, workdir: pathlib.Path, config: str, name: str = "tabby"):
         self.ns = ns
         self.dir = workdir
         self.name = name
@@ -213,6 +217,42 @@ class Tabby:
     def established(self, address: str) -> bool:
         p = self.peers().get(address)
         return p is not None and p.state == "Established"
+
+    def metrics(self, url: str) -> Metrics:
+        """Scrape ``url`` (the daemon's /metrics) into samples."""
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            return Metrics.parse(r.read().decode())
+
+
+@dataclass
+class Metrics:
+    """Prometheus text samples as {(name, sorted label pairs): value}; enough of the
+    exposition format to check what tabby-bgpd serves."""
+
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+    types: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> Metrics:
+        samples: dict = {}
+        types: dict[str, str] = {}
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(" ", 3)
+                types[name] = kind
+            if not line or line.startswith("#"):
+                continue
+            m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)", line)
+            assert m, f"not a sample line: {line!r}"
+            labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
+            samples[(m.group(1), labels)] = float(m.group(3))
+        return cls(samples, types)
+
+    def get(self, metric: str, /, **labels: object) -> float:
+        """The sum of ``metric``'s samples whose labels include ``labels`` (0 if none)."""
+        want = {(k, str(v)) for k, v in labels.items()}
+        return sum(v for (n, ls), v in self.samples.items() if n == metric and want <= set(ls))
 
 
 class Bird:

@@ -164,8 +164,11 @@ def export_attrs(
     if (2 if afi_v6 else 1) not in target.afis or not may_export(source, attrs, peer):
         return None
     self_hop: IPAddress | None = target.next_hop_v6 if afi_v6 else target.next_hop_v4
+    # A route we originate with an explicit next hop (a route publisher speaking for
+    # the node that owns a block) keeps it towards everyone: that is its whole point.
+    explicit = source.local and attrs.next_hop is not None
     if not peer.ibgp:
-        next_hop = attrs.next_hop if target.keep_original_next_hop else None
+        next_hop = attrs.next_hop if target.keep_original_next_hop or explicit else None
         if next_hop is None:
             next_hop = self_hop
         if next_hop is None:
@@ -183,7 +186,7 @@ def export_attrs(
             cluster_list=(),
         )
     next_hop = attrs.next_hop
-    if source.local or next_hop is None:
+    if (source.local and not explicit) or next_hop is None:
         next_hop = self_hop
     if next_hop is None:
         return None

@@ -18,7 +18,6 @@ processes whose command line names our socket, and their descendants.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pathlib
@@ -49,7 +48,10 @@ PAUSE_IMAGE = f"{PAUSE_BASE}:{PAUSE_TAG}"
 NETNS_PREFIX = "tcd-"
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
+# The child is killed if the thread that started it dies first (no orphans on a shared
+# box). setpriv sets PR_SET_PDEATHSIG before exec; a Python preexec_fn would run Python
+# in a forked child of a threaded (grpc) process, which can crash before exec.
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 _SHIM_SOCKET_DIR = "/run/containerd/s/"
 
 
@@ -136,13 +138,6 @@ def netns_path(name: str) -> str:
 
 
 # --- containerd -----------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL containerd if the test process dies first (no orphans)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def render_config(
@@ -271,13 +266,12 @@ class Containerd:
         logfile = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(
-                args,
+                _DIE_WITH_PARENT + args,
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         finally:
             logfile.close()

@@ -10,7 +10,9 @@ name sorts first wins, so the result does not depend on arrival order:
   it peers through BGPPeer resources (``peerSelector``);
 * BGPPeer resources that apply to this node (``node`` names it, ``nodeSelector``
   selects it, or neither is set: a global peer) towards ``peerIP`` ...
-* ... or towards every node ``peerSelector`` selects (never this node itself).
+* ... or towards every node ``peerSelector`` selects (never this node itself); and,
+  as the other end of those sessions, a node that ``peerSelector`` selects peers with
+  every node the BGPPeer applies to.
 
 Route reflection: when this node has a cluster id and the peer node has none, the
 peer is this node's client; reflectors sharing a cluster id are plain peers.
@@ -20,11 +22,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 
 from felix.calc import selector
 from felix.calc.state import ClusterState, parse_interface
-from model.resources import BGPConfiguration, Node
+from model.durations import parse_duration
+from model.resources import BGPConfiguration, BGPPeerSpec, Node
 from proto import calc_pb2
 
 log = logging.getLogger(__name__)
@@ -75,24 +77,17 @@ def bgp_config(state: ClusterState, hostname: str) -> calc_pb2.BGPConfigUpdate |
     )
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+def restart_seconds(text: str) -> int:
+    """A BGPPeer's ``maxRestartTime`` in whole seconds for the stream; 0 when unset.
 
-
-def parse_duration(text: str) -> int:
-    """Seconds in a Go-style duration ("120s", "2m", "1h30m"); 0 when empty."""
-    text = text.strip()
-    if not text:
+    ValueError for text that is not a Go duration or is negative (the field is unsigned).
+    """
+    if not text.strip():
         return 0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m[1]) * _UNIT_SECONDS[m[2]]
-        pos = m.end()
-    if pos != len(text):
-        raise ValueError(f"invalid duration {text!r}")
-    return int(total)
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise ValueError(f"duration {text!r} must not be negative")
+    return int(seconds)
 
 
 def split_peer_ip(text: str) -> tuple[str, int]:
@@ -144,6 +139,43 @@ def _applies(spec_node: str, spec_selector: str, hostname: str, labels: dict[str
     return True
 
 
+Target = tuple[str, int, Node | None, int]  # (ip, port, node, AS)
+
+
+def _selected_nodes(
+    state: ClusterState, hostname: str, families: set[int], peer_selector: str
+) -> list[Target]:
+    """Every other node ``peer_selector`` picks, by each address of a shared family."""
+    out: list[Target] = []
+    for name in sorted(state.nodes):
+        node = state.nodes[name]
+        if name != hostname and selector.matches(peer_selector, node.metadata.labels):
+            out += [
+                (ip, 0, node, node_as(state, node))
+                for ip in _node_ips(node)
+                if ipaddress.ip_address(ip).version in families
+            ]
+    return out
+
+
+def _reverse_targets(
+    state: ClusterState, hostname: str, families: set[int], spec: BGPPeerSpec
+) -> list[Target]:
+    """The nodes a peerSelector-BGPPeer applies to, seen from a node it selects."""
+    out: list[Target] = []
+    for name in sorted(state.nodes):
+        node = state.nodes[name]
+        if name == hostname:
+            continue
+        if _applies(spec.node, spec.node_selector, name, node.metadata.labels):
+            out += [
+                (ip, 0, node, node_as(state, node))
+                for ip in _node_ips(node)
+                if ipaddress.ip_address(ip).version in families
+            ]
+    return out
+
+
 def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerUpdate]:
     local = state.nodes.get(hostname)
     if local is None or local.spec.bgp is None:
@@ -155,13 +187,28 @@ def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerU
     node_by_ip = {ip: n for n in state.nodes.values() for ip in _node_ips(n)}
     for res in sorted(state.bgp_peers.values(), key=lambda p: p.name):
         spec = res.spec
+        labels = local.metadata.labels
         try:
-            if not _applies(spec.node, spec.node_selector, hostname, local.metadata.labels):
-                continue
-            restart = parse_duration(spec.max_restart_time)
+            restart = restart_seconds(spec.max_restart_time)
+            ours = _applies(spec.node, spec.node_selector, hostname, labels)
+            picked = bool(spec.peer_selector) and selector.matches(spec.peer_selector, labels)
         except ValueError as exc:
             log.warning("bgp peer ignored bgppeer=%s error=%s", res.name, exc)
             continue
+        targets: list[Target] = []
+        if ours and spec.peer_ip:
+            try:
+                ip, port = split_peer_ip(spec.peer_ip)
+            except ValueError as exc:
+                log.warning("bgp peer ignored bgppeer=%s field=peerIP error=%s", res.name, exc)
+                continue
+            targets.append((ip, port, node_by_ip.get(ip), spec.as_number or 0))
+        if ours and spec.peer_selector:
+            targets += _selected_nodes(state, hostname, families, spec.peer_selector)
+        if picked:
+            # A session has two ends: a node the peerSelector picks peers back with every
+            # node the BGPPeer applies to (Calico configures both sides the same way).
+            targets += _reverse_targets(state, hostname, families, spec)
         common = {
             "type": calc_pb2.GLOBAL if not (spec.node or spec.node_selector) else calc_pb2.NODE,
             "password": spec.password,
@@ -169,30 +216,6 @@ def bgp_peers(state: ClusterState, hostname: str) -> dict[str, calc_pb2.BGPPeerU
             "max_restart_time": restart,
             "source": f"BGPPeer({res.name})",
         }
-        targets: list[tuple[str, int, Node | None, int]] = []  # (ip, port, node, as)
-        if spec.peer_ip:
-            try:
-                ip, port = split_peer_ip(spec.peer_ip)
-            except ValueError as exc:
-                log.warning("bgp peer ignored bgppeer=%s field=peerIP error=%s", res.name, exc)
-                continue
-            targets.append((ip, port, node_by_ip.get(ip), spec.as_number or 0))
-        elif spec.peer_selector:
-            for name in sorted(state.nodes):
-                node = state.nodes[name]
-                if name == hostname:
-                    continue
-                try:
-                    if not selector.matches(spec.peer_selector, node.metadata.labels):
-                        continue
-                except ValueError as exc:
-                    log.warning(
-                        "bgp peer ignored bgppeer=%s field=peerSelector error=%s", res.name, exc
-                    )
-                    break
-                for ip in _node_ips(node):
-                    if ipaddress.ip_address(ip).version in families:
-                        targets.append((ip, 0, node, node_as(state, node)))
         for ip, port, node, asn in targets:
             pid = peer_id(ip, port)
             if pid in peers:

@@ -102,6 +102,22 @@ def test_clients_peer_with_reflectors_and_reflectors_mark_them_clients():
     assert reflector["10.0.0.11"].peer_node == "rr2"
 
 
+def test_a_node_picked_by_peer_selector_peers_back_with_the_nodes_the_peer_applies_to():
+    # One BGPPeer for the clients only (Calico's usual RR setup): the reflectors must
+    # still configure their end of every client session, as clients and not as peers.
+    st = cluster(
+        A, B, RR1, RR2,
+        configs=[bgp_config(node_to_node_mesh_enabled=False)],
+        peers=[bgp_peer("clients-to-rr", node_selector="!has(rr)", peer_selector="has(rr)")],
+    )  # fmt: skip
+    assert set(bgp.bgp_peers(st, "a")) == {"10.0.0.10", "10.0.0.11"}
+    reflector = bgp.bgp_peers(st, "rr1")
+    assert set(reflector) == {"10.0.0.1", "10.0.0.2"}  # not rr2: the peer does not apply to it
+    assert all(p.route_reflector_client for p in reflector.values())
+    assert reflector["10.0.0.1"].peer_node == "a"
+    assert reflector["10.0.0.1"].type == calc_pb2.NODE
+
+
 def test_reflectors_stand_outside_the_mesh():
     st = cluster(A, B, RR1)
     assert set(bgp.bgp_peers(st, "a")) == {"10.0.0.2"}
@@ -115,9 +131,22 @@ def test_malformed_peer_is_skipped_and_the_rest_still_apply(caplog):
     assert "bgppeer=bad field=peerIP" in caplog.text
 
 
+def test_peer_with_a_negative_or_malformed_max_restart_time_is_skipped(caplog):
+    st = cluster(A, peers=[
+        bgp_peer("neg", peer_ip="10.0.0.97", as_number=1, max_restart_time="-5s"),
+        bgp_peer("typo", peer_ip="10.0.0.98", as_number=1, max_restart_time="5 min"),
+        bgp_peer("good", peer_ip="10.0.0.99", as_number=1, max_restart_time="2m"),
+    ])  # fmt: skip
+    peers = bgp.bgp_peers(st, "a")
+    assert set(peers) == {"10.0.0.99"}
+    assert peers["10.0.0.99"].max_restart_time == 120
+    assert "bgppeer=neg" in caplog.text and "bgppeer=typo" in caplog.text
+
+
 def test_peer_ip_forms():
     assert bgp.split_peer_ip("10.0.0.1") == ("10.0.0.1", 0)
     assert bgp.split_peer_ip("10.0.0.1:179") == ("10.0.0.1", 0)
     assert bgp.split_peer_ip("[fd00::1]:1179") == ("fd00::1", 1179)
     assert bgp.peer_id("fd00::1", 1179) == "[fd00::1]:1179"
-    assert bgp.parse_duration("1h30m") == 5400
+    assert bgp.restart_seconds("1h30m") == 5400
+    assert bgp.restart_seconds("") == 0

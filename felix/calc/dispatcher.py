@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from datastore import keys
 from felix.calc.graph import CalcGraph
+from model.codec import parse_resource
 from model.resources import ALL_KINDS, Resource
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 KIND_BY_PLURAL: dict[str, str] = {k.PLURAL: k.KIND for k in ALL_KINDS}
 NAMESPACED: dict[str, bool] = {k.PLURAL: k.NAMESPACED for k in ALL_KINDS}
 
+# Document -> resource; tests may pass a stand-in, production uses model.codec.
 ParseFn = Callable[[Any], Resource]
 
 
@@ -31,12 +33,6 @@ class UpdateLike(Protocol):
 
 class BadValue(ValueError):
     pass
-
-
-def default_parse(obj: Any) -> Resource:
-    from model.codec import parse_resource  # type: ignore[import-not-found]
-
-    return parse_resource(obj)  # type: ignore[no-any-return]
 
 
 def resource_identity(key: str) -> tuple[str, str, str | None] | None:
@@ -71,7 +67,7 @@ def parse_block(value: bytes) -> tuple[str, str | None]:
 class Dispatcher:
     def __init__(self, graph: CalcGraph, parse: ParseFn | None = None) -> None:
         self._graph = graph
-        self._parse = parse or default_parse
+        self._parse = parse or parse_resource
         self.bad_values = 0
 
     def dispatch(self, updates: Iterable[UpdateLike]) -> None:

@@ -133,6 +133,7 @@ class CalcGraph:
         self._bgp_dirty = True
         if name == self.hostname:
             self._all_routes_dirty = True  # same-subnet decisions all hinge on us
+            self._config_dirty = True  # our IPIP tunnel address is in the config
         else:
             self._blocks_dirty |= self.state.blocks_by_node.get(name, set())
             self._weps_dirty |= self.state.weps_by_node.get(name, set())
@@ -147,7 +148,9 @@ class CalcGraph:
         st = self.state
         if self._config_dirty:
             self._config_dirty = False
-            cfg = config.effective_config(self.hostname, st.felix_configs, st.pools.values())
+            cfg = config.effective_config(
+                self.hostname, st.felix_configs, st.pools.values(), st.nodes.get(self.hostname)
+            )
             self._set(messages.CONFIG, messages.SINGLETON, cfg)
         for name in sorted(self._hosts_dirty):
             node = st.nodes.get(name)

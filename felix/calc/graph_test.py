@@ -223,3 +223,18 @@ def test_going_to_nothing_removes_everything_removable():
     left = {k[0] for k in run.folded()}
     # Config and BGP config have no Remove: the last value stays with the consumer.
     assert left == {messages.CONFIG, messages.BGP_CONFIG}
+
+
+def test_this_nodes_ipip_tunnel_address_reaches_the_config_and_follows_the_node():
+    """The IPIP manager puts ``IpInIpTunnelAddr`` on tunl0; only this node's counts."""
+    with_addr = node("node-a", "10.0.1.5/24")
+    with_addr.spec.ipv4_ipip_tunnel_addr = "10.67.0.1"
+    other = node("node-b", "10.0.1.6/24")
+    other.spec.ipv4_ipip_tunnel_addr = "10.67.0.65"
+    run = drive(HOST, [state(NODE_A, other), state(with_addr, other)])
+    cfg = run.folded()[(messages.CONFIG, messages.SINGLETON)].config
+    assert cfg["IpInIpTunnelAddr"] == "10.67.0.1"
+    assert (
+        "IpInIpTunnelAddr"
+        not in final(state(NODE_A, other))[(messages.CONFIG, messages.SINGLETON)].config
+    )

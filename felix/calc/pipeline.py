@@ -1,6 +1,7 @@
 """Dispatcher -> graph -> sequencer for one node, behind the syncer's two callbacks.
 
-Pure: each call returns the messages to fan out; the daemon does the I/O.
+Pure: each call returns the messages to fan out; the daemon does the I/O. The
+statuses are the syncer's own (``datastore.syncer``), re-exported for the daemon.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from datastore.syncer import IN_SYNC, RESYNC, WAIT_FOR_READY
 from felix.calc.dispatcher import Dispatcher, ParseFn, UpdateLike
 from felix.calc.graph import CalcGraph
 from felix.calc.sequencer import EventSequencer
@@ -15,9 +17,7 @@ from proto import calc_pb2
 
 log = logging.getLogger(__name__)
 
-WAIT_FOR_READY = "wait-for-ready"
-RESYNC = "resync"
-IN_SYNC = "in-sync"
+__all__ = ["IN_SYNC", "RESYNC", "WAIT_FOR_READY", "CalcPipeline"]
 
 
 class CalcPipeline:
@@ -26,8 +26,6 @@ class CalcPipeline:
         self.sequencer = EventSequencer()
         self.graph = CalcGraph(hostname, self.sequencer.on_change)
         self.dispatcher = Dispatcher(self.graph, parse)
-        self.status = WAIT_FOR_READY
-        self.resyncs = 0
 
     def on_datastore_updates(self, updates: Iterable[UpdateLike]) -> list[calc_pb2.ToDataplane]:
         self.dispatcher.dispatch(updates)
@@ -36,10 +34,7 @@ class CalcPipeline:
 
     def on_datastore_status(self, status: str) -> list[calc_pb2.ToDataplane]:
         log.info("datastore status node=%s status=%s", self.hostname, status)
-        if status == RESYNC:
-            self.resyncs += 1
-        elif status == IN_SYNC:
+        if status == IN_SYNC:
             self.sequencer.on_datastore_in_sync()
-        self.status = status
         self.graph.recompute()
         return self.sequencer.flush()

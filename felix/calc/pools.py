@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from felix.calc.state import canonical_net
 from model.resources import ENCAP_ALWAYS, ENCAP_CROSS_SUBNET, IPPool
+from model.validation import DEFAULT_BLOCK_SIZE_V4, DEFAULT_BLOCK_SIZE_V6
 from proto import calc_pb2
 
 ENCAP_MODES = {
@@ -25,7 +26,9 @@ def pool_updates(pools: Iterable[IPPool]) -> dict[str, calc_pb2.IPPoolUpdate]:
         if cidr in out:  # two resources with one CIDR: the first name wins, stably
             continue
         spec = pool.spec
-        block_size = spec.block_size or (26 if net.version == 4 else 122)
+        # Validation fills the default on write; a pool stored without it gets the same.
+        default = DEFAULT_BLOCK_SIZE_V4 if net.version == 4 else DEFAULT_BLOCK_SIZE_V6
+        block_size = spec.block_size or default
         out[cidr] = calc_pb2.IPPoolUpdate(
             id=cidr,
             pool=calc_pb2.IPPool(

@@ -1,4 +1,4 @@
-"""The selector subset the BGP resolver relies on (fallback until model.selector lands)."""
+"""Selectors as the BGP resolver evaluates them (model.selector; empty selects nothing)."""
 
 from __future__ import annotations
 

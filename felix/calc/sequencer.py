@@ -74,10 +74,6 @@ class EventSequencer:
             for key in _sorted_keys(self._sent[category])
         ]
 
-    @property
-    def last_sequence_number(self) -> int:
-        return self._seq
-
     def _next(self) -> int:
         self._seq += 1
         return self._seq

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from model.resources import (
     BGPConfiguration,
@@ -23,6 +24,8 @@ from model.resources import (
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 ResourceId = tuple[str, str]  # (namespace or "", name)
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Above this many addresses a block is matched against WEP IPs by scanning the IPs.
 _MAX_BLOCK_ENUMERATION = 4096
@@ -165,7 +168,9 @@ def wep_nets(wep: WorkloadEndpoint) -> list[IPNetwork]:
     return nets
 
 
-def _discard(index: dict, key, item) -> None:  # type: ignore[no-untyped-def]
+def _discard(index: dict[K, set[V]], key: K, item: V) -> None:
+    """Remove ``item`` from ``index[key]``, dropping the key once its set is empty, so
+    the indexes never grow with keys of things long gone."""
     members = index.get(key)
     if members is not None:
         members.discard(item)

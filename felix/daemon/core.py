@@ -67,6 +67,9 @@ class FelixCore:
         self._managers: list[Manager] = []
         self._built_config: dict[str, str] | None = None
         self._prebuild: list[object] = []  # fed before the managers could be built
+        # What _prebuild holds, tracked as it fills so apply() need not rescan it.
+        self._prebuild_in_sync = False
+        self._prebuild_config: dict[str, str] | None = None  # the latest ConfigUpdate
         if callable(managers):
             self._factory = managers
         else:
@@ -238,6 +241,10 @@ class FelixCore:
                     self._cond.wait_for(lambda: self._stop, timeout=backoff)
                 continue
             self.metrics.observe("apply_seconds", self._clock() - start)
+            self.metrics.set(
+                "routes_programmed",
+                sum(getattr(m, "routes_programmed", 0) for m in self._managers),
+            )
             backoff, pending_apply = 0.0, False
             with self._cond:
                 self._applied_seq = max(self._applied_seq, target)
@@ -259,15 +266,8 @@ class FelixCore:
         """
         if self._factory is None or self._built_config is not None:
             return
-        if not any(isinstance(m, calc_pb2.ToDataplane) and m.HasField("in_sync")
-                   for m in self._prebuild):  # fmt: skip
-            return
-        config = next(
-            (dict(m.config_update.config) for m in reversed(self._prebuild)
-             if isinstance(m, calc_pb2.ToDataplane) and m.HasField("config_update")),
-            None,
-        )  # fmt: skip
-        if config is None:
+        config = self._prebuild_config
+        if not self._prebuild_in_sync or config is None:
             return
         self._managers = list(self._factory(config))
         self._built_config = config
@@ -280,6 +280,11 @@ class FelixCore:
     def _feed(self, item: object, replay: bool = False) -> None:
         if self._factory is not None and self._built_config is None:
             self._prebuild.append(item)
+            if isinstance(item, calc_pb2.ToDataplane):
+                if item.HasField("in_sync"):
+                    self._prebuild_in_sync = True
+                elif item.HasField("config_update"):
+                    self._prebuild_config = dict(item.config_update.config)
             return
         if (
             not replay
@@ -297,16 +302,27 @@ class FelixCore:
             elif changed:
                 log.warning("felix configuration changed; restart tabby-felix to apply "
                             "fields=%s", ",".join(changed))  # fmt: skip
-        try:
-            if item is _LEARNED_RESET:
-                for m in self._learners:
-                    if hasattr(m, "on_learned_reset"):
-                        m.on_learned_reset()
-            elif isinstance(item, felix_services_pb2.LearnedRouteMessage):
-                for m in self._learners:
-                    m.on_learned(item)  # type: ignore[attr-defined]
-            else:
-                for m in self._managers:
-                    m.on_update(item)  # type: ignore[arg-type]
-        except Exception:
-            log.exception("dataplane manager rejected a message; continuing")
+        if item is _LEARNED_RESET:
+            targets = [(m, "on_learned_reset") for m in self._learners]
+            args: tuple[object, ...] = ()
+            what = "learned_reset"
+        elif isinstance(item, felix_services_pb2.LearnedRouteMessage):
+            targets = [(m, "on_learned") for m in self._learners]
+            args, what = (item,), f"learned.{item.WhichOneof('payload')}"
+        else:
+            targets = [(m, "on_update") for m in self._managers]
+            args, what = (item,), str(item.WhichOneof("payload"))  # type: ignore[attr-defined]
+        # Each manager on its own: one that rejects a message must not keep it from the
+        # managers after it (a route must still reach the route manager).
+        for m, method in targets:
+            fn = getattr(m, method, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:
+                log.exception(
+                    "dataplane manager rejected a message; continuing manager=%s message=%s",
+                    type(m).__name__,
+                    what,
+                )

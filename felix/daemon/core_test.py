@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -61,6 +62,16 @@ class FlakyManager:
 
 
 WEP_KEY = ("k8s", "default/pod", "eth0")
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``pred`` until true or ``timeout``: waits on a condition, not a guess."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def start(mgr: FlakyManager) -> FelixCore:
@@ -120,9 +131,7 @@ def test_learned_routes_reach_the_manager_on_the_dataplane_thread():
             update=felix_services_pb2.LearnedRoute(dst="10.70.0.0/24", next_hops=["10.0.1.1"])
         )
         core.learned(msg)
-        deadline = time.monotonic() + 5
-        while len(mgr.learned) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(mgr.learned) >= 2)
         assert mgr.learned == ["reset", msg]
         assert mgr.threads == {"dataplane"}
     finally:
@@ -173,10 +182,7 @@ def test_managers_are_built_from_the_complete_snapshot_config_not_a_partial_one(
         core.on_updates([put(pool("p", "10.65.0.0/16", vxlan="Always")),
                          put(felix_config("default", route_refresh_interval="5s"))])  # fmt: skip
         core.on_status("in-sync")
-        deadline = time.monotonic() + 5
-        while not core.ready and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert core.ready
+        assert wait_until(lambda: core.ready)
         assert len(built) == 1
         assert (built[0]["vxlan_enabled"], built[0]["route_refresh_interval"]) == ("true", "5s")
         # Every earlier message was replayed, and the replay warns about nothing.
@@ -202,9 +208,7 @@ def test_config_change_after_build_is_reported_with_old_and_new_config():
         assert mgr.applied.wait(5)
         assert seen == []  # the replay of the snapshot is not a change
         core.on_updates([put(felix_config("default", route_refresh_interval="7s"))])
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: bool(seen))
         assert seen == [("90s", "7s")]
     finally:
         core.stop()
@@ -218,8 +222,7 @@ def test_housekeeping_applies_without_new_messages_so_resync_and_late_interfaces
         load(core)
         assert mgr.applied.wait(5)
         seen = mgr.applies
-        time.sleep(0.5)
-        assert mgr.applies >= seen + 3, "apply() not called periodically"
+        assert wait_until(lambda: mgr.applies >= seen + 3), "apply() not called periodically"
     finally:
         core.stop()
 
@@ -261,3 +264,46 @@ def test_felix_configuration_maps_onto_dataplane_settings():
         "hostname": "node-a", "route_protocol": 81, "vxlan_vni": 4097, "vxlan_enabled": True,
         "ipip_enabled": False, "resync_interval": 30.0, "interface_prefix": "tap",
     }  # fmt: skip
+
+
+def test_route_refresh_interval_keeps_fractions_of_a_second():
+    """Go durations such as 500ms or 1.5s are honoured, not truncated to whole seconds."""
+    from felix.daemon.main import dataplane_settings
+
+    def interval(text: str) -> float:
+        return dataplane_settings("node-a", {"route_refresh_interval": text})["resync_interval"]
+
+    assert (interval("500ms"), interval("1.5s"), interval("1m30s")) == (0.5, 1.5, 90.0)
+
+
+def test_a_dataplane_that_cannot_be_imported_stops_start_up(monkeypatch, caplog, tmp_path):
+    """Was a warning and a felix serving the stream, reporting ready, programming nothing."""
+    import sys
+
+    import felix
+    from felix.daemon.main import main
+
+    monkeypatch.setitem(sys.modules, "felix.dataplane", None)  # import raises ImportError
+    monkeypatch.delattr(felix, "dataplane", raising=False)
+    argv = ["--etcd-endpoints", "http://127.0.0.1:1", "--socket", str(tmp_path / "f.sock")]
+    assert main(argv) == 2
+    assert "dataplane cannot be loaded" in caplog.text and "error=" in caplog.text
+    assert not (tmp_path / "f.sock").exists()
+
+
+def test_a_manager_rejecting_a_message_does_not_keep_it_from_the_next_manager(caplog):
+    class Rejecting(FlakyManager):
+        def on_update(self, msg: calc_pb2.ToDataplane) -> None:
+            raise ValueError("cannot handle this")
+
+    first, second = Rejecting(), FlakyManager()
+    core = FelixCore("node-a", [first, second], min_backoff=0.05, max_backoff=0.2)
+    core.start()
+    try:
+        load(core)
+        assert core.wait_endpoint_ready(WEP_KEY, 5) == (True, "")
+        kinds = {m.WhichOneof("payload") for m in second.updates}
+        assert {"route_update", "workload_endpoint_update", "in_sync"} <= kinds
+        assert "manager=Rejecting message=route_update" in caplog.text
+    finally:
+        core.stop()

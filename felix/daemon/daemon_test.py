@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import pytest
 
 from datastore import keys
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer
+from datastore.etcd_fixture import EtcdServer, free_port
 from felix.calc import messages
 from felix.calc.testing import bgp_peer, node, pool, wep
 from model.codec import resource_to_dict
@@ -35,12 +34,6 @@ pytest_plugins = ["datastore.etcd_fixture"]  # the etcd_server fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write(store: EtcdStore, res: Resource) -> None:
@@ -56,7 +49,7 @@ def write_block(store: EtcdStore, cidr: str, node_name: str) -> None:
 class Felix:
     def __init__(self, endpoint: str, tmp: str) -> None:
         self.socket = os.path.join(tmp, "felix.sock")
-        self.health_port = _free_port()
+        self.health_port = free_port()
         self.log_path = os.path.join(tmp, "felix.log")
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

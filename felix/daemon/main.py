@@ -25,10 +25,10 @@ from typing import Any
 
 from datastore import keys
 from datastore.config import resolve_endpoints
-from felix.calc.bgp import parse_duration
 from felix.daemon.core import FelixCore, Manager, ManagerFactory
 from felix.daemon.grpc_api import serve
 from felix.daemon.health import serve_health
+from model.durations import parse_duration
 
 log = logging.getLogger("felix")
 
@@ -117,7 +117,7 @@ def dataplane_settings(
     if "interface_prefix" in config:
         out["interface_prefix"] = config["interface_prefix"]
     if config.get("route_refresh_interval"):
-        out["resync_interval"] = float(parse_duration(config["route_refresh_interval"])) or 90.0
+        out["resync_interval"] = parse_duration(config["route_refresh_interval"]) or 90.0
     out.update(local or {})
     return out
 
@@ -132,15 +132,13 @@ def local_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def load_managers(
-    node: str, local: Mapping[str, Any] | None = None
-) -> ManagerFactory | list[Manager]:
-    """``felix.dataplane.build_managers``, built once the configuration is known."""
-    try:
-        from felix import dataplane
-    except ImportError as exc:
-        log.warning("no dataplane (%s); serving the calc-graph stream only", exc)
-        return []
+def load_managers(node: str, local: Mapping[str, Any] | None = None) -> ManagerFactory:
+    """``felix.dataplane.build_managers``, built once the configuration is known.
+
+    Imported here so ``--no-dataplane`` starts without pyroute2. An ImportError is the
+    caller's to report: a felix that cannot program must not run and report ready.
+    """
+    from felix import dataplane
 
     def factory(config: dict[str, str]) -> list[Manager]:
         settings = dataplane_settings(node, config, local)
@@ -172,14 +170,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for ep in endpoints:
             check_endpoint(ep)
     except Exception as exc:
-        log.error("cannot resolve etcd endpoints: %s", exc)
+        log.error("etcd endpoints unusable error=%s", exc)
         return 2
     try:
         check_netns(args.dataplane_netns)
     except ValueError as exc:
-        log.error("%s", exc)
+        log.error("dataplane namespace unusable error=%s", exc)
         return 2
-    managers = [] if args.no_dataplane else load_managers(args.node_name, local_settings(args))
+    managers: ManagerFactory | list[Manager] = []
+    if not args.no_dataplane:
+        try:
+            managers = load_managers(args.node_name, local_settings(args))
+        except ImportError as exc:
+            log.error("dataplane cannot be loaded (--no-dataplane: stream only) error=%s", exc)
+            return 2
     log.info("starting node=%s endpoints=%s socket=%s dataplane=%s netns=%s",
              args.node_name, ",".join(endpoints), args.socket, not args.no_dataplane,
              args.dataplane_netns or "-")  # fmt: skip

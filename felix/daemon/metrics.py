@@ -73,6 +73,7 @@ def felix_metrics() -> Metrics:
     m.counter("resyncs_total", "Datastore resyncs (full re-lists) seen by the syncer.")
     m.summary("apply_seconds", "Time the dataplane managers took per successful apply.")
     m.counter("apply_failures_total", "Dataplane applies that raised and were retried.")
+    m.gauge("routes_programmed", "Routes of Felix's protocol in the kernel after the last apply.")
     m.gauge("in_sync", "1 once the stream has sent InSync.")
     m.gauge("subscribers", "Connected CalcGraph.Subscribe streams.")
     m.counter("subscribers_dropped_total", "Subscribers disconnected for falling behind.")

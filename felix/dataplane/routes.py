@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from felix.dataplane.config import DataplaneConfig
 from felix.netlink.codec import NextHop, Route
@@ -146,7 +147,7 @@ class RouteManager:
 
     # -- desired route computation -------------------------------------------------
 
-    def _route(self, dst: str, **kw) -> Route:
+    def _route(self, dst: str, **kw: Any) -> Route:
         v6 = ":" in dst
         metric = self.config.route_metric or (1024 if v6 else 0)
         if v6:
@@ -169,7 +170,11 @@ class RouteManager:
             return self._route(dst, multipath=tuple(NextHop(gateway=h) for h in learned.next_hops))
         return None
 
-    def _from_graph(self, dst: str, u: calc_pb2.RouteUpdate, links: dict[str, int]):
+    def _from_graph(
+        self, dst: str, u: calc_pb2.RouteUpdate, links: dict[str, int]
+    ) -> Route | object | None:
+        """The graph's route as a kernel route; _PENDING while its device or VTEP is
+        missing; None when the graph's route is not ours to program (left to BGP)."""
         if u.type == calc_pb2.LOCAL_WORKLOAD:
             idx = links.get(u.workload_interface)
             return self._route(dst, oif=idx) if idx else _PENDING
@@ -215,6 +220,11 @@ class RouteManager:
                 else:
                     actual[r.dst] = r
         return actual, extras
+
+    @property
+    def routes_programmed(self) -> int:
+        """Routes of ours the kernel holds, as of the last apply (a metric for operators)."""
+        return len(self._actual or {})
 
     def apply(self) -> None:
         now = self.clock()

@@ -11,7 +11,9 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -121,7 +123,10 @@ class VXLANManager:
             )
         idx = self._ensure_device(ipr, existing[0] if existing else None, parent, local)
         # The tunnel address, alone, as a /32.
-        have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        have = {
+            (a.get("IFA_ADDRESS"), a["prefixlen"])
+            for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+        }
         for addr, plen in have - {(local.ipv4_addr, 32)}:
             ipr.addr("del", index=idx, address=addr, prefixlen=plen)
         if (local.ipv4_addr, 32) not in have:
@@ -187,7 +192,8 @@ class VXLANManager:
         log.debug("vxlan neighbours synced remote_vteps=%d", len(want_arp))
 
 
-def _ignore_gone(fn, *args, **kwargs) -> None:
+def _ignore_gone(fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Call a pyroute2 delete; an entry already gone is the outcome we wanted."""
     try:
         fn(*args, **kwargs)
     except NetlinkError as exc:
@@ -209,7 +215,8 @@ def kernel_has_ipip(kernel: Kernel) -> bool:
 class IPIPManager:
     """tunl0 up with the node's IPIP tunnel address and MTU; routes use `dev tunl0 onlink`.
 
-    The tunnel address comes from ConfigUpdate key ``IpInIpTunnelAddr`` (as in Calico).
+    The tunnel address comes from ConfigUpdate key ``IpInIpTunnelAddr`` (as in Calico;
+    ``felix.calc.config`` fills it from this node's ``spec.ipv4IPIPTunnelAddr``).
     """
 
     def __init__(self, config: DataplaneConfig, kernel: Kernel) -> None:
@@ -240,7 +247,9 @@ class IPIPManager:
             mtu, _ = uplink_mtu(ipr, (self.config.interface_prefix, "tunl", "vxlan", "lo"))
             ipr.link("set", index=idx, mtu=mtu - IPIP_OVERHEAD, state="up")
             if self._addr:
-                have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+                have = {
+                    a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+                }
                 if self._addr not in have:
                     ipr.addr("add", index=idx, address=self._addr, prefixlen=32)
 

@@ -15,6 +15,7 @@ import socket
 
 from felix.dataplane.config import DataplaneConfig
 from felix.dataplane.kernel import Kernel
+from felix.netlink.codec import Route
 from felix.netlink.constants import RTPROT_KERNEL
 from felix.netlink.programmer import DELETE, RouteOp
 from proto import calc_pb2
@@ -101,25 +102,32 @@ class WorkloadInterfaceManager:
         self.kernel.with_ipr(lambda ipr: ipr.link("set", ifname=name, state="up"))
 
     def _remove_orphan_routes(self, links: dict[str, int], wanted: set[str]) -> None:
+        """Delete the routes of our-prefix interfaces no endpoint claims (one dump for all)."""
         prefix = self.config.interface_prefix
-        for name, idx in links.items():
-            if not name.startswith(prefix) or name in wanted or self._cleaned.get(name) == idx:
-                continue
-            routes = [
-                r
-                for fam in (socket.AF_INET, socket.AF_INET6)
-                for r in self.kernel.routes.dump_routes(fam, table=self.config.route_table)
-                if r.oif == idx
-                and r.protocol != RTPROT_KERNEL  # keep the kernel's own (link-local) routes
-            ]
-            res = self.kernel.routes.apply([RouteOp(DELETE, r) for r in routes])
-            real = [e for e in res.errors if e.errno != errno.ESRCH]
-            if real:
-                raise RuntimeError(f"removing routes of orphan interface {name}: {real[0]}")
-            self._cleaned[name] = idx
-            log.info(
-                "orphan workload interface routes removed iface=%s routes=%d", name, len(routes)
-            )
+        orphans = {
+            idx: name
+            for name, idx in links.items()
+            if name.startswith(prefix) and name not in wanted and self._cleaned.get(name) != idx
+        }
+        if orphans:
+            by_oif: dict[int, list[Route]] = {idx: [] for idx in orphans}
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                for r in self.kernel.routes.dump_routes(fam, table=self.config.route_table):
+                    # Keep the kernel's own (link-local) routes: they go with the link.
+                    if r.oif in by_oif and r.protocol != RTPROT_KERNEL:
+                        by_oif[r.oif].append(r)
+            for idx, name in orphans.items():
+                routes = by_oif[idx]
+                res = self.kernel.routes.apply([RouteOp(DELETE, r) for r in routes])
+                real = [e for e in res.errors if e.errno != errno.ESRCH]
+                if real:
+                    raise RuntimeError(f"removing routes of orphan interface {name}: {real[0]}")
+                self._cleaned[name] = idx
+                log.info(
+                    "orphan workload interface routes removed iface=%s routes=%d",
+                    name,
+                    len(routes),
+                )
         for name in list(self._cleaned):
             if name not in links:
                 del self._cleaned[name]

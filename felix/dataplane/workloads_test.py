@@ -72,12 +72,12 @@ def test_interface_created_after_the_endpoint_is_configured_on_a_later_apply(nod
 
 def test_orphan_interface_routes_removed_only_after_in_sync_and_others_kept(node):
     ns, kernel = node
-    veth(ns, "caliold1")
-    veth(ns, "cali1234")
-    ip("link", "set", "caliold1", "up", netns=ns)
-    ip("link", "set", "cali1234", "up", netns=ns)
+    for name in ("caliold1", "caliold2", "cali1234"):
+        veth(ns, name)
+        ip("link", "set", name, "up", netns=ns)
     ip("route", "add", "10.65.0.9/32", "dev", "caliold1", "proto", "80", netns=ns)
     ip("route", "add", "10.65.0.8/32", "dev", "caliold1", "proto", "static", netns=ns)
+    ip("route", "add", "10.65.0.6/32", "dev", "caliold2", "proto", "80", netns=ns)
     ip("route", "add", "10.65.0.7/32", "dev", "cali1234", "proto", "80", netns=ns)
     ip("route", "add", "10.70.0.0/24", "via", "10.9.0.5", "proto", "static", netns=ns)
     mgr = WorkloadInterfaceManager(DataplaneConfig(hostname="node-a", netns=ns), kernel)
@@ -87,7 +87,7 @@ def test_orphan_interface_routes_removed_only_after_in_sync_and_others_kept(node
     mgr.on_update(calc_pb2.ToDataplane(in_sync=calc_pb2.InSync()))
     mgr.apply()
     routes = ip("route", "show", netns=ns)
-    assert "caliold1" not in routes
+    assert "caliold1" not in routes and "caliold2" not in routes
     assert "10.65.0.7 dev cali1234" in routes
     assert "10.70.0.0/24 via 10.9.0.5" in routes
 

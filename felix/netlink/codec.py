@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from felix.netlink.constants import (
     IFLA_IFNAME,
     NLM_F_ACK_TLVS,
+    NLM_F_CAPPED,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSGERR_ATTR_MSG,
@@ -43,7 +44,6 @@ RTATTR = struct.Struct("=HH")
 RTA_U32 = struct.Struct("=HHI")
 RTNEXTHOP = struct.Struct("=HBBi")  # len, flags, hops, ifindex
 IFINFOMSG = struct.Struct("=BxHiII")
-NLMSGERR_HDR = struct.Struct("=iIHHII")  # error, then the original nlmsghdr
 HDR_AND_RTMSG = struct.Struct("=IHHIIBBBBBBBBI")
 U32 = struct.Struct("=I")
 
@@ -266,7 +266,7 @@ def parse_error(buf: memoryview | bytes, off: int, msg_len: int, flags: int) -> 
     text = ""
     if flags & NLM_F_ACK_TLVS:
         end = off - 16 + msg_len
-        if flags & 0x100:  # NLM_F_CAPPED: only the original header was echoed
+        if flags & NLM_F_CAPPED:  # only the original header was echoed
             pos = off + 4 + 16
         else:
             inner_len = U32.unpack_from(buf, off + 4)[0]

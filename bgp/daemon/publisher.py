@@ -1,0 +1,190 @@
+"""Route publisher mode: one speaker advertises the whole cluster's pod routes.
+
+    tabby-bgpd --publish-from-datastore --etcd-endpoints URL --config FILE
+
+For peering a ToR or gateway without putting every node in BGP. The speaker's own
+settings and peers come from the config file (``originate`` there is ignored); what it
+advertises comes from the datastore: every IPAM block with a host affinity, with the
+owning node's address as next hop, plus every borrowed address (allocated in a block
+affine to another node) as a /32 (/128) via the node holding it. A block whose node
+is unknown (removed from the cluster, or without an address of that family) is
+withdrawn.
+
+``PublisherView`` is the pure part (datastore values in, ``Originate`` tuples out);
+``run_publisher`` wires it to ``datastore.syncer.Syncer`` and the speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+
+from bgp.daemon.config import DaemonConfig, Originate
+
+log = logging.getLogger("bgp.publisher")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+HOST_PREFIX = "host:"
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    cidr: Network
+    owner: str | None  # the affine node
+    borrowed: tuple[tuple[IPAddress, str], ...] = ()  # (address, node holding it)
+
+
+def parse_node(value: bytes) -> tuple[IPAddress | None, IPAddress | None]:
+    """(IPv4, IPv6) of a Node resource's BGP section; ValueError names the field."""
+    obj = json.loads(value)
+    bgp = ((obj.get("spec") or {}).get("bgp")) or {}
+    out: list[IPAddress | None] = []
+    for fname in ("ipv4Address", "ipv6Address"):
+        text = bgp.get(fname) or ""
+        try:
+            out.append(ipaddress.ip_interface(text).ip if text else None)
+        except ValueError as e:
+            raise ValueError(f"spec.bgp.{fname}: {e}") from None
+    return out[0], out[1]
+
+
+def parse_block(value: bytes) -> BlockInfo:
+    """An IPAM block: its CIDR, affine node, and addresses held by other nodes."""
+    from ipam.block import AllocationBlock
+
+    block = AllocationBlock.from_json(value)
+    owner = None
+    if block.affinity and block.affinity.startswith(HOST_PREFIX):
+        owner = block.affinity[len(HOST_PREFIX) :] or None
+    borrowed = []
+    for ordinal, idx in enumerate(block.allocations):
+        if idx is None:
+            continue
+        holder = block.attributes[idx].secondary.get("node")
+        if holder and holder != owner:
+            borrowed.append((block.address(ordinal), holder))
+    return BlockInfo(block.cidr, owner, tuple(borrowed))
+
+
+@dataclass
+class PublisherView:
+    nodes: dict[str, tuple[IPAddress | None, IPAddress | None]] = field(default_factory=dict)
+    blocks: dict[str, BlockInfo] = field(default_factory=dict)
+    bad_values: int = 0
+
+    def update(self, key: str, value: bytes | None, nodes_prefix: str, blocks_prefix: str) -> None:
+        """One datastore key (None: deleted). A value that does not parse counts as
+        deleted, so a corrupt block can never keep a stale route alive."""
+        try:
+            if key.startswith(nodes_prefix):
+                name = key[len(nodes_prefix) :]
+                if value is None:
+                    self.nodes.pop(name, None)
+                else:
+                    self.nodes[name] = parse_node(value)
+            elif key.startswith(blocks_prefix):
+                if value is None:
+                    self.blocks.pop(key, None)
+                else:
+                    self.blocks[key] = parse_block(value)
+        except (ValueError, KeyError, TypeError) as e:
+            self.bad_values += 1
+            self.nodes.pop(key[len(nodes_prefix) :], None)
+            self.blocks.pop(key, None)
+            log.warning("datastore value ignored (treated as deleted) key=%s error=%s", key, e)
+
+    def _hop(self, node: str | None, version: int) -> IPAddress | None:
+        if node is None or node not in self.nodes:
+            return None
+        return self.nodes[node][0 if version == 4 else 1]
+
+    def originate(self) -> tuple[Originate, ...]:
+        routes: dict[Network, IPAddress] = {}
+        for b in self.blocks.values():
+            hop = self._hop(b.owner, b.cidr.version)
+            if hop is not None:
+                routes[b.cidr] = hop
+            for ip, holder in b.borrowed:
+                hop = self._hop(holder, ip.version)
+                if hop is not None:
+                    routes[ipaddress.ip_network(ip)] = hop
+        return tuple(
+            Originate(prefix, next_hop=hop)
+            for prefix, hop in sorted(routes.items(), key=lambda kv: (kv[0].version, kv[0]))
+        )
+
+
+async def run_publisher(config: DaemonConfig, endpoints: list[str]) -> int:
+    """Run the speaker with the datastore's routes until SIGTERM/SIGINT."""
+    import signal
+
+    from bgp.daemon.speaker import Speaker
+    from datastore import keys
+    from datastore.etcd import EtcdStore
+    from datastore.syncer import Syncer
+
+    speaker = Speaker(config)
+    try:
+        await speaker.start()
+    except OSError as e:
+        log.error("cannot start error=%r", str(e))
+        return 1
+    admin = None
+    if config.admin_socket:
+        from bgp.daemon.admin import serve_admin
+
+        admin = await serve_admin(speaker, config.admin_socket)
+    loop = asyncio.get_running_loop()
+    view = PublisherView()
+    nodes_prefix = keys.resource_prefix("nodes")
+    pending: list[tuple[str, bytes | None]] = []
+    scheduled = False
+
+    def apply() -> None:
+        nonlocal scheduled
+        scheduled = False
+        batch, pending[:] = list(pending), []
+        for key, value in batch:
+            view.update(key, value, nodes_prefix, keys.IPAM_BLOCKS)
+        routes = view.originate()
+        speaker.set_originate(routes)
+        log.info(
+            "published routes=%d blocks=%d nodes=%d", len(routes), len(view.blocks),
+            len(view.nodes),
+        )  # fmt: skip
+
+    class Callbacks:
+        """Called on the syncer's thread: hand everything to the event loop."""
+
+        def on_updates(self, updates) -> None:
+            def queue() -> None:
+                nonlocal scheduled
+                pending.extend((u.key, u.value) for u in updates)
+                if not scheduled:
+                    scheduled = True
+                    loop.call_later(0.05, apply)
+
+            loop.call_soon_threadsafe(queue)
+
+        def on_status(self, status: str) -> None:
+            log.info("datastore status=%s", status)
+
+    store = EtcdStore(endpoints)
+    syncer = Syncer(store, [nodes_prefix, keys.IPAM_BLOCKS], Callbacks())
+    syncer.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("route publisher started endpoints=%s", ",".join(endpoints))
+    await stop.wait()
+    log.info("stopping")
+    await asyncio.to_thread(syncer.stop)
+    await speaker.stop()
+    if admin is not None:
+        await admin.stop(0.5)
+    store.close()
+    return 0
