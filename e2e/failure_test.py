@@ -288,12 +288,9 @@ def test_felix_sigkill_keeps_established_pod_traffic_and_kernel_routes(
         if vxlan:  # the remote VTEP's static ARP entry is there after the restart
             arp = n0.exec(["ip", "-4", "neigh", "show", "dev", VXLAN_DEVICE]).stdout
             assert "PERMANENT" in arp, arp
-        if neighbours:
-            # Known Felix imperfection (traffic above shows it costs nothing today):
-            # on start the VXLAN manager sets the device's MAC even when unchanged,
-            # which makes the kernel flush the device's neighbours (the VTEP's
-            # PERMANENT ARP entry included) before Felix re-adds them.
-            pytest.xfail(f"neighbours flushed and re-added across the restart: {neighbours}")
+        # The VXLAN device's neighbours survive a Felix restart (setting even an
+        # unchanged MAC would make the kernel flush them, the VTEP's entry included).
+        assert neighbours == [], neighbours
 
 
 def test_cni_service_sigkill_restarted_pods_come_and_go(bin_dir: pathlib.Path) -> None:
@@ -405,13 +402,6 @@ def test_removed_node_block_routes_withdrawn_everywhere(bin_dir: pathlib.Path) -
     remove_node_and_watch_routes(bin_dir, NO_BGP, within_s=5.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tabby-node runs Felix with --learned-routes-grace=90 even when it runs no "
-    "BGP daemon, so a deleted node's block route (no next hop any more) lingers until "
-    "90 s after Felix started; fix: node/main.py passes --learned-routes-grace=0 to "
-    "felix when bgpd is not among its services",
-)
 def test_removed_node_routes_withdrawn_with_tabby_node_defaults(bin_dir: pathlib.Path) -> None:
     """The same with tabby-node's defaults, as the DaemonSet runs it."""
     remove_node_and_watch_routes(bin_dir, (), within_s=5.0)

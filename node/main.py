@@ -103,9 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def service_argv(
-    name: str, args: argparse.Namespace, run_dir: pathlib.Path, endpoints: list[str]
+    name: str,
+    args: argparse.Namespace,
+    run_dir: pathlib.Path,
+    endpoints: list[str],
+    services: list[str],
 ) -> list[str]:
-    """The command line of one service: its paths under the run dir, then pass-through."""
+    """The command line of one service: its paths under the run dir, then pass-through.
+
+    ``services`` are all the services this node runs: without a BGP daemon, Felix has no
+    learned routes to wait for after a restart, so it gets no grace period for them
+    (else a deleted node's routes would linger for that long)."""
     exe = os.path.join(args.bin_dir, SERVICES[name])
     extra = list(getattr(args, f"{name}_arg"))
     if name == "felix":
@@ -116,6 +124,8 @@ def service_argv(
             f"--socket={run_dir / 'felix.sock'}",
             f"--health-port={args.health_port}",
         ]
+        if "bgpd" not in services:
+            argv.append("--learned-routes-grace=0")
     elif name == "cni":
         argv = [exe, f"--socket={run_dir / 'cni.sock'}"]
     elif args.bgpd_config:  # standalone: its sockets (adminSocket) are in its config file
@@ -232,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         # A private run dir means a private node: its MTU file too. The default keeps
         # Felix's /var/lib/tabby/mtu, where the CNI plugin looks by default.
         env["TABBY_FELIX_MTU_FILE"] = str(run_dir / "mtu")
-    services = [Service(n, service_argv(n, args, run_dir, endpoints), env=env) for n in names]
+    services = [
+        Service(n, service_argv(n, args, run_dir, endpoints, names), env=env) for n in names
+    ]
     supervisor = Supervisor(services)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -208,3 +208,10 @@ def test_verdict_reads_staleness_and_dead_pids():
         "service felix pid 11 is gone"
     ]
     assert "old" in verdict(status, now=200.0, pid_alive=alive)[0]
+
+
+def test_felix_waits_for_no_learned_routes_when_the_node_runs_no_bgp_daemon(tmp_path, nodes):
+    bin_dir = make_bin(tmp_path / "bin", ["tabby-felix", "tabby-cni-service"])
+    node = nodes.start("nm-f", f"--bin-dir={bin_dir}", "--services=felix,cni")
+    assert wait_for(lambda: node.has_record("tabby-felix")), node.log.read_text()
+    assert "--learned-routes-grace=0" in node.record("tabby-felix")["argv"]

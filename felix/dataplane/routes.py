@@ -197,6 +197,13 @@ class RouteManager:
             return self._route(dst, gateway=u.dst_node_ip)
         return None  # not on-link: left to BGP-learned routes
 
+    def _owned_by_workload(self, dst: str) -> bool:
+        """A local pod's /32 (/128) is the pod's, whoever wrote it first: the CNI plugin
+        adds the same route when it plumbs the veth, so Felix replaces rather than adds
+        (an exclusive add would fail with EEXIST for every new pod)."""
+        u = self._graph.get(dst)
+        return u is not None and u.type == calc_pb2.LOCAL_WORKLOAD
+
     def _may_delete(self, dst: str) -> bool:
         if not self._in_sync:
             return False  # nothing is deleted before the snapshot is complete
@@ -269,7 +276,7 @@ class RouteManager:
                 continue
             self._released.discard(dst)
             if have is None:
-                ops.append(RouteOp(ADD, want))
+                ops.append(RouteOp(REPLACE if self._owned_by_workload(dst) else ADD, want))
             elif not want.satisfied_by(have):
                 if want.priority == have.priority:
                     ops.append(RouteOp(REPLACE, want))

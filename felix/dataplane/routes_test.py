@@ -167,6 +167,20 @@ def test_workload_route_waits_for_its_interface(ns, prog):
     assert not mgr.pending
 
 
+def test_pod_route_the_cni_plugin_already_wrote_is_adopted_without_an_error(ns, prog):
+    # The CNI plugin writes <pod>/32 dev caliX (protocol 80) before Felix hears of the
+    # new endpoint; Felix programming the same route must not fail with EEXIST.
+    mgr = RouteManager(cfg(ns), prog)
+    feed(mgr, snapshot())
+    mgr.apply()
+    ip("route", "add", "10.65.0.6/32", "dev", "cali0001", "proto", "80", "scope", "link",
+       netns=ns)  # fmt: skip
+    feed(mgr, [route_update(6, "10.65.0.6/32", calc_pb2.LOCAL_WORKLOAD,
+                            workload_interface="cali0001", dst_node="node-a")])  # fmt: skip
+    mgr.apply()  # an exclusive add would raise RouteApplyError (EEXIST) here
+    assert ours(ns).count("10.65.0.6 dev cali0001") == 1
+
+
 def test_kernel_error_names_its_route_and_the_others_still_apply(ns, prog):
     mgr = RouteManager(cfg(ns), prog)
     msgs = snapshot()

@@ -22,6 +22,8 @@ from felix.dataplane.config import DataplaneConfig
 from felix.dataplane.kernel import Kernel
 from proto import calc_pb2
 
+IFF_UP = 0x1  # linux/if.h
+
 log = logging.getLogger(__name__)
 
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
@@ -165,7 +167,18 @@ class VXLANManager:
             )
             idx = ipr.link_lookup(ifname=c.vxlan_device)[0]
             log.info("vxlan device created dev=%s vni=%d", c.vxlan_device, c.vxlan_vni)
-        ipr.link("set", index=idx, address=local.mac, mtu=self.mtu, state="up")
+        # Only what differs: setting even the same MAC makes the kernel flush every
+        # neighbour on the device, dropping the remote VTEPs' entries until the next sync.
+        link = ipr.get_links(idx)[0]
+        changes: dict[str, object] = {}
+        if (link.get("IFLA_ADDRESS") or "").lower() != local.mac.lower():
+            changes["address"] = local.mac
+        if link.get("IFLA_MTU") != self.mtu:
+            changes["mtu"] = self.mtu
+        if not link["flags"] & IFF_UP:
+            changes["state"] = "up"
+        if changes:
+            ipr.link("set", index=idx, **changes)
         return idx
 
     def _sync_neighbours(self, ipr: IPRoute, idx: int) -> None:
