@@ -47,7 +47,6 @@ from bgp.fsm import (
     Timer,
     UpdateReceived,
 )
-from bgp.fsm.codes import notification_name
 from bgp.wire import (
     BgpError,
     GracefulRestart,
@@ -60,6 +59,7 @@ from bgp.wire import (
     Update,
     encode_message,
 )
+from bgp.wire.errors import CEASE, CEASE_OUT_OF_RESOURCES, notification_name
 
 if TYPE_CHECKING:
     from bgp.daemon.peer import Peer
@@ -297,7 +297,7 @@ class Session:
         except Exception:
             # A bug, not the peer's fault: say so loudly and reset the session cleanly.
             log.exception("internal error peer=%s", self.peer.name)
-            self.feed(MessageError(6, 8))  # Cease/Out of Resources
+            self.feed(MessageError(CEASE, CEASE_OUT_OF_RESOURCES))
 
     def _log_error(self, e: BgpError) -> None:
         log.warning(

@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgp.fsm import codes
+from bgp.wire import errors
 
 # RFC 4271 10: suggested values.
 DEFAULT_CONNECT_RETRY_TIME = 120
@@ -87,7 +87,7 @@ class ManualStart:
 
 @dataclass(frozen=True)
 class ManualStop:
-    subcode: int = codes.CEASE_ADMIN_SHUTDOWN
+    subcode: int = errors.CEASE_ADMIN_SHUTDOWN
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class SendNotification:
 
     @property
     def name(self) -> str:
-        return codes.notification_name(self.code, self.subcode)
+        return errors.notification_name(self.code, self.subcode)
 
 
 @dataclass(frozen=True)
@@ -265,9 +265,9 @@ Action = (
 )
 
 _FSM_SUBCODE = {
-    State.OPEN_SENT: codes.FSM_UNEXPECTED_IN_OPENSENT,
-    State.OPEN_CONFIRM: codes.FSM_UNEXPECTED_IN_OPENCONFIRM,
-    State.ESTABLISHED: codes.FSM_UNEXPECTED_IN_ESTABLISHED,
+    State.OPEN_SENT: errors.FSM_UNEXPECTED_IN_OPENSENT,
+    State.OPEN_CONFIRM: errors.FSM_UNEXPECTED_IN_OPENCONFIRM,
+    State.ESTABLISHED: errors.FSM_UNEXPECTED_IN_ESTABLISHED,
 }
 
 
@@ -341,25 +341,23 @@ class Fsm:
         """RFC 4271 6.2 checks of a received OPEN; the NOTIFICATION to send, or None."""
         if info.version != 4:
             return SendNotification(
-                codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNSUPPORTED_VERSION, (4).to_bytes(2, "big")
+                errors.OPEN_MESSAGE_ERROR, errors.UNSUPPORTED_VERSION_NUMBER, (4).to_bytes(2, "big")
             )
         if self.config.peer_as is not None and info.asn != self.config.peer_as:
-            return SendNotification(codes.OPEN_MESSAGE_ERROR, codes.OPEN_BAD_PEER_AS)
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.BAD_PEER_AS)
         if info.hold_time in (1, 2):
-            return SendNotification(codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNACCEPTABLE_HOLD_TIME)
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.UNACCEPTABLE_HOLD_TIME)
         bad_id = info.bgp_id == ipaddress.IPv4Address(0) or info.bgp_id.is_multicast
         # RFC 6286 2.2: the same identifier is an error only within one AS.
         if info.asn == self.config.local_as and info.bgp_id == self.config.router_id:
             bad_id = True
         if bad_id:
-            return SendNotification(codes.OPEN_MESSAGE_ERROR, codes.OPEN_BAD_BGP_ID)
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.BAD_BGP_IDENTIFIER)
         missing = sorted(self.config.required_capabilities - info.capabilities)
         if missing:
             # RFC 5492 5: data lists the capabilities we need (code, length 0).
             data = b"".join(bytes([c, 0]) for c in missing)
-            return SendNotification(
-                codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNSUPPORTED_CAPABILITY, data
-            )
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.UNSUPPORTED_CAPABILITY, data)
         return None
 
     # -- the state machine -----------------------------------------------------------
@@ -420,10 +418,10 @@ class Fsm:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
-            out.append(SendNotification(codes.CEASE, ev.subcode))
+            out.append(SendNotification(errors.CEASE, ev.subcode))
             self._to_idle(out, "manual stop", restart=False)
         elif isinstance(ev, HoldTimerExpires):
-            self._notify_and_idle(out, codes.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
+            self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, TcpConnectionFails):
             # RFC 4271 8.2.2: close, restart ConnectRetryTimer, continue listening in Active.
             out.append(DropConnection())
@@ -438,7 +436,7 @@ class Fsm:
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
-            self._notify_and_idle(out, codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            self._notify_and_idle(out, errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
         else:
             self._fsm_error(out, ev)
 
@@ -463,7 +461,7 @@ class Fsm:
     def _fsm_error(self, out: list[Action], ev: Event) -> None:
         self._notify_and_idle(
             out,
-            codes.FSM_ERROR,
+            errors.FSM_ERROR,
             _FSM_SUBCODE[self.state],
             why=f"unexpected {type(ev).__name__} in {self.state}",
         )
@@ -472,10 +470,10 @@ class Fsm:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
-            out.append(SendNotification(codes.CEASE, ev.subcode))
+            out.append(SendNotification(errors.CEASE, ev.subcode))
             self._to_idle(out, "manual stop", restart=False)
         elif isinstance(ev, HoldTimerExpires):
-            self._notify_and_idle(out, codes.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
+            self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, KeepaliveTimerExpires):
             out.append(SendKeepalive())
             out.append(StartTimer(Timer.KEEPALIVE, self.keepalive_time))
@@ -486,7 +484,7 @@ class Fsm:
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
-            self._notify_and_idle(out, codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            self._notify_and_idle(out, errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
         elif isinstance(ev, KeepaliveReceived):
             if self.hold_time:
                 out.append(StartTimer(Timer.HOLD, self.hold_time))
@@ -500,10 +498,10 @@ class Fsm:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
-            out.append(SendNotification(codes.CEASE, ev.subcode))
+            out.append(SendNotification(errors.CEASE, ev.subcode))
             self._to_idle(out, "manual stop", restart=False)
         elif isinstance(ev, HoldTimerExpires):
-            self._notify_and_idle(out, codes.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
+            self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, KeepaliveTimerExpires):
             out.append(SendKeepalive())
             out.append(StartTimer(Timer.KEEPALIVE, self.keepalive_time))
@@ -525,10 +523,10 @@ class Fsm:
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
-            self._notify_and_idle(out, codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            self._notify_and_idle(out, errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
         else:
             self._fsm_error(out, ev)
 
 
 def _received_why(ev: NotificationReceived) -> str:
-    return f"notification received: {codes.notification_name(ev.code, ev.subcode)}"
+    return f"notification received: {errors.notification_name(ev.code, ev.subcode)}"
