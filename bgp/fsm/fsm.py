@@ -233,8 +233,9 @@ class SessionEstablished:
 
 @dataclass(frozen=True)
 class SessionDown:
-    """The session left Established. ``graceful`` is True when no NOTIFICATION was
-    exchanged (TCP failure, hold timer), the case where RFC 4724 keeps routes as stale."""
+    """The session left Established. ``graceful`` is True when no NOTIFICATION was sent
+    or received (the TCP connection just broke), the case where RFC 4724 keeps the
+    peer's routes as stale. A hold timer expiry sends one, so it is not graceful."""
 
     reason: str
     graceful: bool
@@ -296,18 +297,18 @@ class Fsm:
             self.transitions.append((self.state, new, why))
             self.state = new
 
-    def _to_idle(self, out: list[Action], why: str, *, restart: bool = True) -> None:
-        """Release everything and go to Idle; schedule an automatic restart after errors."""
-        was_established = self.state is State.ESTABLISHED
+    def _to_idle(
+        self, out: list[Action], why: str, *, notified: bool, restart: bool = True
+    ) -> None:
+        """Release everything and go to Idle; schedule an automatic restart after errors.
+
+        ``notified``: a NOTIFICATION was sent or received on the way (not graceful)."""
         out.append(StopTimer(Timer.CONNECT_RETRY))
         out.append(StopTimer(Timer.HOLD))
         out.append(StopTimer(Timer.KEEPALIVE))
         out.append(DropConnection())
-        if was_established:
-            graceful = not any(isinstance(a, SendNotification) for a in out) and not why.startswith(
-                "notification received"
-            )
-            out.append(SessionDown(why, graceful))
+        if self.state is State.ESTABLISHED:
+            out.append(SessionDown(why, graceful=not notified))
         self.connect_retry_counter += 1
         self.last_error = why
         self.peer_open = None
@@ -320,7 +321,7 @@ class Fsm:
     ) -> None:
         note = SendNotification(code, subcode, data)
         out.append(note)
-        self._to_idle(out, why or f"notification sent: {note.name}")
+        self._to_idle(out, why or f"notification sent: {note.name}", notified=True)
 
     def _start(self, out: list[Action]) -> None:
         out.append(StopTimer(Timer.IDLE_HOLD))
@@ -378,9 +379,8 @@ class Fsm:
     def _idle(self, ev: Event, out: list[Action]) -> None:
         # RFC 4271 8.2.2 Idle: only start events matter; everything else is ignored.
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
-            self.connect_retry_counter = (
-                0 if isinstance(ev, ManualStart) else self.connect_retry_counter
-            )
+            if isinstance(ev, ManualStart):
+                self.connect_retry_counter = 0
             self._start(out)
         elif isinstance(ev, ManualStop):
             out.append(StopTimer(Timer.IDLE_HOLD))
@@ -392,7 +392,7 @@ class Fsm:
         if isinstance(ev, ManualStart):
             return
         if isinstance(ev, ManualStop):
-            self._to_idle(out, "manual stop", restart=False)
+            self._to_idle(out, "manual stop", notified=False, restart=False)
         elif isinstance(ev, ConnectRetryTimerExpires):
             out.append(StartTimer(Timer.CONNECT_RETRY, self.config.connect_retry_time))
             if self.config.passive:
@@ -412,14 +412,14 @@ class Fsm:
             return
         else:
             # Messages or hold expiry without a connection in OpenSent: back to Idle.
-            self._to_idle(out, f"unexpected {type(ev).__name__} in {self.state}")
+            self._to_idle(out, f"unexpected {type(ev).__name__} in {self.state}", notified=False)
 
     def _open_sent(self, ev: Event, out: list[Action]) -> None:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
             out.append(SendNotification(errors.CEASE, ev.subcode))
-            self._to_idle(out, "manual stop", restart=False)
+            self._to_idle(out, "manual stop", notified=True, restart=False)
         elif isinstance(ev, HoldTimerExpires):
             self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, TcpConnectionFails):
@@ -432,7 +432,7 @@ class Fsm:
         elif isinstance(ev, OpenReceived):
             self._open_received(ev.open, out)
         elif isinstance(ev, NotificationReceived):
-            self._to_idle(out, _received_why(ev))
+            self._to_idle(out, _received_why(ev), notified=True)
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
@@ -444,7 +444,7 @@ class Fsm:
         error = self.validate_open(info)
         if error is not None:
             out.append(error)
-            self._to_idle(out, f"notification sent: {error.name}")
+            self._to_idle(out, f"notification sent: {error.name}", notified=True)
             return
         self.peer_open = info
         self.hold_time = negotiate_hold_time(self.config.hold_time, info.hold_time)
@@ -471,16 +471,16 @@ class Fsm:
             return
         if isinstance(ev, ManualStop):
             out.append(SendNotification(errors.CEASE, ev.subcode))
-            self._to_idle(out, "manual stop", restart=False)
+            self._to_idle(out, "manual stop", notified=True, restart=False)
         elif isinstance(ev, HoldTimerExpires):
             self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, KeepaliveTimerExpires):
             out.append(SendKeepalive())
             out.append(StartTimer(Timer.KEEPALIVE, self.keepalive_time))
         elif isinstance(ev, TcpConnectionFails):
-            self._to_idle(out, "connection failed in OpenConfirm")
+            self._to_idle(out, "connection failed in OpenConfirm", notified=False)
         elif isinstance(ev, NotificationReceived):
-            self._to_idle(out, _received_why(ev))
+            self._to_idle(out, _received_why(ev), notified=True)
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
@@ -499,7 +499,7 @@ class Fsm:
             return
         if isinstance(ev, ManualStop):
             out.append(SendNotification(errors.CEASE, ev.subcode))
-            self._to_idle(out, "manual stop", restart=False)
+            self._to_idle(out, "manual stop", notified=True, restart=False)
         elif isinstance(ev, HoldTimerExpires):
             self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, KeepaliveTimerExpires):
@@ -517,9 +517,10 @@ class Fsm:
                 out.append(StartTimer(Timer.HOLD, self.hold_time))
             out.append(DeliverRouteRefresh(ev.message))
         elif isinstance(ev, TcpConnectionFails):
-            self._to_idle(out, f"connection lost: {ev.reason}" if ev.reason else "connection lost")
+            why = f"connection lost: {ev.reason}" if ev.reason else "connection lost"
+            self._to_idle(out, why, notified=False)
         elif isinstance(ev, NotificationReceived):
-            self._to_idle(out, _received_why(ev))
+            self._to_idle(out, _received_why(ev), notified=True)
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):

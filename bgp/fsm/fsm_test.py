@@ -253,7 +253,7 @@ def test_hold_timer_expiry_sends_hold_timer_expired_4(state):
     assert fsm.last_error == "hold timer expired"
 
 
-def test_hold_timer_expiry_in_established_is_graceful_down_without_notification_received():
+def test_hold_timer_expiry_in_established_sends_notification_so_down_is_not_graceful():
     fsm = fsm_in(State.ESTABLISHED)
     actions = fsm.handle(HoldTimerExpires())
     down = next(a for a in actions if isinstance(a, SessionDown))
