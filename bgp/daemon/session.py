@@ -77,12 +77,6 @@ CONNECT_TIMEOUT = 10.0
 _KEEPALIVE_BYTES = encode_message(Keepalive())
 
 
-def _cap_code(cap: object) -> int:
-    # Unknown (and route-refresh) capabilities carry the code they arrived with.
-    code = getattr(cap, "cap", None)
-    return code if code is not None else cap.code  # type: ignore[attr-defined]
-
-
 class Session:
     def __init__(self, peer: Peer, fsm: Fsm, incoming: bool) -> None:
         self.peer = peer
@@ -331,7 +325,7 @@ class Session:
                 asn=msg.asn,
                 hold_time=msg.hold_time,
                 bgp_id=msg.bgp_id,
-                capabilities=frozenset(_cap_code(c) for c in msg.capabilities),
+                capabilities=frozenset(c.cap_code() for c in msg.capabilities),
                 message=msg,
             )
             if self.peer.collision_check(self, info):
