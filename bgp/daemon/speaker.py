@@ -1,5 +1,6 @@
 """The BGP speaker: listener, peers (configured and dynamic), the RIB, originated routes,
-and the stream of selected routes for a future Felix client. Runs on one asyncio loop."""
+and the stream of selected routes (``routes()``, which cluster mode pushes to Felix).
+Runs on one asyncio loop; every mode builds one from a ``DaemonConfig``."""
 
 from __future__ import annotations
 
