@@ -126,6 +126,7 @@ class Peer:
             self._writer_task = None
         if self._stale_timer is not None:
             self._stale_timer.cancel()
+            self._stale_timer = None
 
     def build_open(self, hold_time: int) -> Open:
         dc = self.speaker.config
