@@ -1,5 +1,6 @@
-"""The daemon's configuration: plain values, parsed from YAML (or built by a future
-Felix stream client), validated with errors that name the field at fault."""
+"""The daemon's configuration: plain values, parsed from YAML (standalone, publisher) or
+built from Felix's stream (``bgp.daemon.cluster``), validated with errors that name the
+field at fault."""
 
 from __future__ import annotations
 

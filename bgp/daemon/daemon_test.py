@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from bgp.daemon.config import parse_config
 from bgp.daemon.speaker import RouteUpdate, Speaker
+from bgp.daemon.testing import speaker, until
 from bgp.wire import (
     Keepalive,
     MessageReader,
@@ -23,31 +23,6 @@ from bgp.wire import (
 from bgp.wire.types import AS_SEQUENCE, AsPathSegment, PathAttributes, Prefix
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def speaker(asn: int, addr: str, peers: list[dict], **extra) -> Speaker:
-    doc = {
-        "localAS": asn,
-        "routerID": addr,
-        "listenAddress": addr,
-        "listenPort": 0,
-        "holdTime": 9,
-        "connectRetryTime": 1,
-        "peers": peers,
-    }
-    doc.update(extra)
-    return Speaker(parse_config(doc))
-
-
-async def until(what: str, probe, timeout: float = 10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = probe()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_speakers_exchange_routes_stream_them_and_withdraw():

@@ -38,6 +38,8 @@ pytestmark = pytest.mark.timeout(120)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N1, N2 = "127.0.0.21", "127.0.0.22"
+# Daemons die with this test process even when it is killed first (no orphans).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def free_port() -> int:
@@ -74,7 +76,7 @@ class Proc:
         self._log = open(self.log_path, "a")  # noqa: SIM115 (closed in stop)
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", *argv],
+            [*DIE_WITH_PARENT, sys.executable, "-m", *argv],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

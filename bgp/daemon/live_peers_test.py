@@ -11,34 +11,10 @@ import socket
 import pytest
 
 from bgp.daemon.config import PeerConfig, parse_config
-from bgp.daemon.speaker import Speaker
+from bgp.daemon.testing import speaker, until
 from bgp.wire.types import Prefix
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def speaker(asn: int, addr: str, peers: list[dict], **extra) -> Speaker:
-    doc = {
-        "localAS": asn,
-        "routerID": addr,
-        "listenAddress": addr,
-        "listenPort": 0,
-        "holdTime": 9,
-        "connectRetryTime": 1,
-        "peers": peers,
-    }
-    doc.update(extra)
-    return Speaker(parse_config(doc))
-
-
-async def until(what: str, probe, timeout: float = 10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if probe():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pc(addr: str, asn: int, port: int, **kw) -> PeerConfig:

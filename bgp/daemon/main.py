@@ -4,24 +4,34 @@ tabby-bgpd --config FILE                       standalone, configured by a file
 tabby-bgpd --felix-socket PATH [--admin-socket PATH]
                                                cluster mode: configured by Felix's
                                                stream, selected routes pushed to Felix
+tabby-bgpd --publish-from-datastore --etcd-endpoints URLS --config FILE
+                                               route publisher: the file's speaker
+                                               advertises every node's blocks
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bgp.daemon.config import ConfigError, DaemonConfig, load_config
+
+if TYPE_CHECKING:
+    from bgp.daemon.speaker import Speaker
 
 log = logging.getLogger("bgp.main")
 
 
-def _reload(speaker, path: str) -> None:
+def _reload(speaker: Speaker, path: str) -> None:
     """SIGHUP: re-read the file and apply the originated routes; other changes need a
-    restart (logged)."""
+    restart."""
     try:
         new = load_config(path)
     except (OSError, ConfigError) as e:
@@ -31,11 +41,14 @@ def _reload(speaker, path: str) -> None:
     log.info("reloaded originate=%d", len(new.originate))
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(on_hup: Callable[[], None] | None = None) -> None:
+    """Until SIGTERM or SIGINT; ``on_hup`` (if given) runs on each SIGHUP meanwhile."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("stopping")
 
@@ -66,7 +79,16 @@ async def run_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run(config: DaemonConfig, path: str | None = None) -> int:
+RouteSource = Callable[["Speaker"], contextlib.AbstractAsyncContextManager[None]]
+
+
+async def run(
+    config: DaemonConfig, path: str | None = None, source: RouteSource | None = None
+) -> int:
+    """One speaker configured by a file, with its admin API and metrics, until signalled.
+
+    ``path``: re-read on SIGHUP for ``originate``. ``source``: something else that sets
+    the originated routes while the speaker runs (the route publisher's datastore)."""
     from bgp.daemon.speaker import Speaker
 
     speaker = Speaker(config)
@@ -85,19 +107,16 @@ async def run(config: DaemonConfig, path: str | None = None) -> int:
         from bgp.daemon.metrics import serve_metrics
 
         metrics = await serve_metrics(speaker, config.metrics_address, config.metrics_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if path is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload, speaker, path)
-    await stop.wait()
-    log.info("stopping")
-    await speaker.stop()
-    if metrics is not None:
-        await metrics.stop()
-    if admin is not None:
-        await admin.stop(0.5)
+    on_hup = functools.partial(_reload, speaker, path) if path is not None else None
+    try:
+        async with source(speaker) if source is not None else contextlib.nullcontext():
+            await _until_signalled(on_hup)
+    finally:
+        await speaker.stop()
+        if metrics is not None:
+            await metrics.stop()
+        if admin is not None:
+            await admin.stop(0.5)
     return 0
 
 
@@ -136,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from bgp.daemon.publisher import run_publisher
+    from bgp.daemon.publisher import publishing
     from datastore.config import resolve_endpoints
 
     try:
@@ -147,7 +166,7 @@ def _publish(args: argparse.Namespace) -> int:
         return 2
     if config.originate:
         log.warning("originate in %s ignored: the datastore says what to publish", args.config)
-    return asyncio.run(run_publisher(config, endpoints))
+    return asyncio.run(run(config, source=lambda speaker: publishing(speaker, endpoints)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bgp.fsm import State
-from bgp.fsm.codes import notification_name
+from bgp.wire.errors import notification_name
 from bgp.wire.types import AFI_IPV4, AFI_IPV6
 
 if TYPE_CHECKING:

@@ -24,7 +24,6 @@ from bgp.fsm import (
     OpenInfo,
     State,
     TcpConnectionConfirmed,
-    codes,
     resolve_collision,
 )
 from bgp.rib import ExportTarget, PeerRef
@@ -36,6 +35,7 @@ from bgp.wire import (
     Update,
     encode_message,
     end_of_rib,
+    errors,
     pack_updates,
     pack_withdrawals,
 )
@@ -115,7 +115,7 @@ class Peer:
     def start(self) -> None:
         self.session.feed(ManualStart())
 
-    def stop(self, subcode: int = codes.CEASE_ADMIN_SHUTDOWN) -> None:
+    def stop(self, subcode: int = errors.CEASE_ADMIN_SHUTDOWN) -> None:
         for s in (self.session, self.other):
             if s is not None:
                 s.feed(ManualStop(subcode))
@@ -126,6 +126,7 @@ class Peer:
             self._writer_task = None
         if self._stale_timer is not None:
             self._stale_timer.cancel()
+            self._stale_timer = None
 
     def build_open(self, hold_time: int) -> Open:
         dc = self.speaker.config
@@ -150,7 +151,7 @@ class Peer:
             return
         if s.state is State.ESTABLISHED or self.other is not None:
             log.info("connection collision peer=%s action=reject-new state=%s", self.name, s.state)
-            note = Notification(codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            note = Notification(errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
             writer.write(encode_message(note))
             writer.close()
             return
@@ -307,7 +308,7 @@ class Peer:
             log.warning(
                 "max prefixes exceeded peer=%s limit=%s", self.name, self.config.max_prefixes
             )
-            session.feed(MessageError(codes.CEASE, codes.CEASE_MAX_PREFIXES))
+            session.feed(MessageError(errors.CEASE, errors.CEASE_MAX_PREFIXES))
 
     def on_route_refresh(self, session: Session, message: object) -> None:
         peer = self.speaker.rib.peers[self.key]

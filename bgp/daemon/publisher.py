@@ -11,18 +11,26 @@ is unknown (removed from the cluster, or without an address of that family) is
 withdrawn.
 
 ``PublisherView`` is the pure part (datastore values in, ``Originate`` tuples out);
-``run_publisher`` wires it to ``datastore.syncer.Syncer`` and the speaker.
+``publishing`` wires it to ``datastore.syncer.Syncer`` and a running speaker
+(``bgp.daemon.main.run`` does the rest, as in standalone mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from bgp.daemon.config import DaemonConfig, Originate
+from bgp.daemon.config import Originate
+
+if TYPE_CHECKING:
+    from bgp.daemon.speaker import Speaker
+    from datastore.syncer import Update
 
 log = logging.getLogger("bgp.publisher")
 
@@ -118,26 +126,13 @@ class PublisherView:
         )
 
 
-async def run_publisher(config: DaemonConfig, endpoints: list[str]) -> int:
-    """Run the speaker with the datastore's routes until SIGTERM/SIGINT."""
-    import signal
-
-    from bgp.daemon.speaker import Speaker
+@contextlib.asynccontextmanager
+async def publishing(speaker: Speaker, endpoints: list[str]) -> AsyncIterator[None]:
+    """Keep ``speaker``'s originated routes equal to the datastore's, while inside."""
     from datastore import keys
     from datastore.etcd import EtcdStore
     from datastore.syncer import Syncer
 
-    speaker = Speaker(config)
-    try:
-        await speaker.start()
-    except OSError as e:
-        log.error("cannot start error=%r", str(e))
-        return 1
-    admin = None
-    if config.admin_socket:
-        from bgp.daemon.admin import serve_admin
-
-        admin = await serve_admin(speaker, config.admin_socket)
     loop = asyncio.get_running_loop()
     view = PublisherView()
     nodes_prefix = keys.resource_prefix("nodes")
@@ -160,7 +155,7 @@ async def run_publisher(config: DaemonConfig, endpoints: list[str]) -> int:
     class Callbacks:
         """Called on the syncer's thread: hand everything to the event loop."""
 
-        def on_updates(self, updates) -> None:
+        def on_updates(self, updates: list[Update]) -> None:
             def queue() -> None:
                 nonlocal scheduled
                 pending.extend((u.key, u.value) for u in updates)
@@ -176,15 +171,9 @@ async def run_publisher(config: DaemonConfig, endpoints: list[str]) -> int:
     store = EtcdStore(endpoints)
     syncer = Syncer(store, [nodes_prefix, keys.IPAM_BLOCKS], Callbacks())
     syncer.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info("route publisher started endpoints=%s", ",".join(endpoints))
-    await stop.wait()
-    log.info("stopping")
-    await asyncio.to_thread(syncer.stop)
-    await speaker.stop()
-    if admin is not None:
-        await admin.stop(0.5)
-    store.close()
-    return 0
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(syncer.stop)
+        store.close()

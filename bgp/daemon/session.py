@@ -47,7 +47,6 @@ from bgp.fsm import (
     Timer,
     UpdateReceived,
 )
-from bgp.fsm.codes import notification_name
 from bgp.wire import (
     BgpError,
     GracefulRestart,
@@ -60,6 +59,7 @@ from bgp.wire import (
     Update,
     encode_message,
 )
+from bgp.wire.errors import CEASE, CEASE_OUT_OF_RESOURCES, notification_name
 
 if TYPE_CHECKING:
     from bgp.daemon.peer import Peer
@@ -75,12 +75,6 @@ _TIMER_EVENTS: dict[Timer, Callable[[], Event]] = {
 
 CONNECT_TIMEOUT = 10.0
 _KEEPALIVE_BYTES = encode_message(Keepalive())
-
-
-def _cap_code(cap: object) -> int:
-    # Unknown (and route-refresh) capabilities carry the code they arrived with.
-    code = getattr(cap, "cap", None)
-    return code if code is not None else cap.code  # type: ignore[attr-defined]
 
 
 class Session:
@@ -297,7 +291,7 @@ class Session:
         except Exception:
             # A bug, not the peer's fault: say so loudly and reset the session cleanly.
             log.exception("internal error peer=%s", self.peer.name)
-            self.feed(MessageError(6, 8))  # Cease/Out of Resources
+            self.feed(MessageError(CEASE, CEASE_OUT_OF_RESOURCES))
 
     def _log_error(self, e: BgpError) -> None:
         log.warning(
@@ -331,7 +325,7 @@ class Session:
                 asn=msg.asn,
                 hold_time=msg.hold_time,
                 bgp_id=msg.bgp_id,
-                capabilities=frozenset(_cap_code(c) for c in msg.capabilities),
+                capabilities=frozenset(c.cap_code() for c in msg.capabilities),
                 message=msg,
             )
             if self.peer.collision_check(self, info):

@@ -1,5 +1,6 @@
 """The BGP speaker: listener, peers (configured and dynamic), the RIB, originated routes,
-and the stream of selected routes for a future Felix client. Runs on one asyncio loop."""
+and the stream of selected routes (``routes()``, which cluster mode pushes to Felix).
+Runs on one asyncio loop; every mode builds one from a ``DaemonConfig``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from dataclasses import dataclass
 from bgp.daemon.config import DaemonConfig, Originate, PeerConfig
 from bgp.daemon.peer import Peer
 from bgp.daemon.sockopts import set_md5, set_ttl
-from bgp.fsm import codes
 from bgp.rib import LocalSettings, Path, Rib
-from bgp.wire import Notification, encode_message
+from bgp.wire import Notification, encode_message, errors
 from bgp.wire.types import ORIGIN_IGP, PathAttributes, Prefix
 
 log = logging.getLogger("bgp.speaker")
@@ -107,9 +107,9 @@ class Speaker:
             want = wanted.get(key)
             if want is None:
                 if not peer.config.dynamic:
-                    self._drop_peer(peer, codes.CEASE_PEER_DECONFIGURED, "removed")
+                    self._drop_peer(peer, errors.CEASE_PEER_DECONFIGURED, "removed")
             elif want != peer.config:
-                self._drop_peer(peer, codes.CEASE_ADMIN_RESET, "changed")
+                self._drop_peer(peer, errors.CEASE_ADMIN_RESET, "changed")
         self.config = dataclasses.replace(self.config, peers=tuple(peers))
         for key, pc in wanted.items():
             if key in self.peers:
@@ -175,7 +175,7 @@ class Speaker:
             lr = next((r for r in self.config.listen_ranges if addr in r.cidr), None)
             if lr is None:
                 log.warning("connection rejected peer=%s reason='not configured'", addr)
-                note = Notification(codes.CEASE, codes.CEASE_CONNECTION_REJECTED)
+                note = Notification(errors.CEASE, errors.CEASE_CONNECTION_REJECTED)
                 writer.write(encode_message(note))
                 writer.close()
                 return

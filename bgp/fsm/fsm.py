@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgp.fsm import codes
+from bgp.wire import errors
 
 # RFC 4271 10: suggested values.
 DEFAULT_CONNECT_RETRY_TIME = 120
@@ -87,7 +87,7 @@ class ManualStart:
 
 @dataclass(frozen=True)
 class ManualStop:
-    subcode: int = codes.CEASE_ADMIN_SHUTDOWN
+    subcode: int = errors.CEASE_ADMIN_SHUTDOWN
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class SendNotification:
 
     @property
     def name(self) -> str:
-        return codes.notification_name(self.code, self.subcode)
+        return errors.notification_name(self.code, self.subcode)
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,9 @@ class SessionEstablished:
 
 @dataclass(frozen=True)
 class SessionDown:
-    """The session left Established. ``graceful`` is True when no NOTIFICATION was
-    exchanged (TCP failure, hold timer), the case where RFC 4724 keeps routes as stale."""
+    """The session left Established. ``graceful`` is True when no NOTIFICATION was sent
+    or received (the TCP connection just broke), the case where RFC 4724 keeps the
+    peer's routes as stale. A hold timer expiry sends one, so it is not graceful."""
 
     reason: str
     graceful: bool
@@ -265,9 +266,9 @@ Action = (
 )
 
 _FSM_SUBCODE = {
-    State.OPEN_SENT: codes.FSM_UNEXPECTED_IN_OPENSENT,
-    State.OPEN_CONFIRM: codes.FSM_UNEXPECTED_IN_OPENCONFIRM,
-    State.ESTABLISHED: codes.FSM_UNEXPECTED_IN_ESTABLISHED,
+    State.OPEN_SENT: errors.FSM_UNEXPECTED_IN_OPENSENT,
+    State.OPEN_CONFIRM: errors.FSM_UNEXPECTED_IN_OPENCONFIRM,
+    State.ESTABLISHED: errors.FSM_UNEXPECTED_IN_ESTABLISHED,
 }
 
 
@@ -296,18 +297,18 @@ class Fsm:
             self.transitions.append((self.state, new, why))
             self.state = new
 
-    def _to_idle(self, out: list[Action], why: str, *, restart: bool = True) -> None:
-        """Release everything and go to Idle; schedule an automatic restart after errors."""
-        was_established = self.state is State.ESTABLISHED
+    def _to_idle(
+        self, out: list[Action], why: str, *, notified: bool, restart: bool = True
+    ) -> None:
+        """Release everything and go to Idle; schedule an automatic restart after errors.
+
+        ``notified``: a NOTIFICATION was sent or received on the way (not graceful)."""
         out.append(StopTimer(Timer.CONNECT_RETRY))
         out.append(StopTimer(Timer.HOLD))
         out.append(StopTimer(Timer.KEEPALIVE))
         out.append(DropConnection())
-        if was_established:
-            graceful = not any(isinstance(a, SendNotification) for a in out) and not why.startswith(
-                "notification received"
-            )
-            out.append(SessionDown(why, graceful))
+        if self.state is State.ESTABLISHED:
+            out.append(SessionDown(why, graceful=not notified))
         self.connect_retry_counter += 1
         self.last_error = why
         self.peer_open = None
@@ -320,7 +321,7 @@ class Fsm:
     ) -> None:
         note = SendNotification(code, subcode, data)
         out.append(note)
-        self._to_idle(out, why or f"notification sent: {note.name}")
+        self._to_idle(out, why or f"notification sent: {note.name}", notified=True)
 
     def _start(self, out: list[Action]) -> None:
         out.append(StopTimer(Timer.IDLE_HOLD))
@@ -341,25 +342,23 @@ class Fsm:
         """RFC 4271 6.2 checks of a received OPEN; the NOTIFICATION to send, or None."""
         if info.version != 4:
             return SendNotification(
-                codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNSUPPORTED_VERSION, (4).to_bytes(2, "big")
+                errors.OPEN_MESSAGE_ERROR, errors.UNSUPPORTED_VERSION_NUMBER, (4).to_bytes(2, "big")
             )
         if self.config.peer_as is not None and info.asn != self.config.peer_as:
-            return SendNotification(codes.OPEN_MESSAGE_ERROR, codes.OPEN_BAD_PEER_AS)
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.BAD_PEER_AS)
         if info.hold_time in (1, 2):
-            return SendNotification(codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNACCEPTABLE_HOLD_TIME)
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.UNACCEPTABLE_HOLD_TIME)
         bad_id = info.bgp_id == ipaddress.IPv4Address(0) or info.bgp_id.is_multicast
         # RFC 6286 2.2: the same identifier is an error only within one AS.
         if info.asn == self.config.local_as and info.bgp_id == self.config.router_id:
             bad_id = True
         if bad_id:
-            return SendNotification(codes.OPEN_MESSAGE_ERROR, codes.OPEN_BAD_BGP_ID)
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.BAD_BGP_IDENTIFIER)
         missing = sorted(self.config.required_capabilities - info.capabilities)
         if missing:
             # RFC 5492 5: data lists the capabilities we need (code, length 0).
             data = b"".join(bytes([c, 0]) for c in missing)
-            return SendNotification(
-                codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNSUPPORTED_CAPABILITY, data
-            )
+            return SendNotification(errors.OPEN_MESSAGE_ERROR, errors.UNSUPPORTED_CAPABILITY, data)
         return None
 
     # -- the state machine -----------------------------------------------------------
@@ -380,9 +379,8 @@ class Fsm:
     def _idle(self, ev: Event, out: list[Action]) -> None:
         # RFC 4271 8.2.2 Idle: only start events matter; everything else is ignored.
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
-            self.connect_retry_counter = (
-                0 if isinstance(ev, ManualStart) else self.connect_retry_counter
-            )
+            if isinstance(ev, ManualStart):
+                self.connect_retry_counter = 0
             self._start(out)
         elif isinstance(ev, ManualStop):
             out.append(StopTimer(Timer.IDLE_HOLD))
@@ -394,7 +392,7 @@ class Fsm:
         if isinstance(ev, ManualStart):
             return
         if isinstance(ev, ManualStop):
-            self._to_idle(out, "manual stop", restart=False)
+            self._to_idle(out, "manual stop", notified=False, restart=False)
         elif isinstance(ev, ConnectRetryTimerExpires):
             out.append(StartTimer(Timer.CONNECT_RETRY, self.config.connect_retry_time))
             if self.config.passive:
@@ -414,16 +412,16 @@ class Fsm:
             return
         else:
             # Messages or hold expiry without a connection in OpenSent: back to Idle.
-            self._to_idle(out, f"unexpected {type(ev).__name__} in {self.state}")
+            self._to_idle(out, f"unexpected {type(ev).__name__} in {self.state}", notified=False)
 
     def _open_sent(self, ev: Event, out: list[Action]) -> None:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
-            out.append(SendNotification(codes.CEASE, ev.subcode))
-            self._to_idle(out, "manual stop", restart=False)
+            out.append(SendNotification(errors.CEASE, ev.subcode))
+            self._to_idle(out, "manual stop", notified=True, restart=False)
         elif isinstance(ev, HoldTimerExpires):
-            self._notify_and_idle(out, codes.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
+            self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, TcpConnectionFails):
             # RFC 4271 8.2.2: close, restart ConnectRetryTimer, continue listening in Active.
             out.append(DropConnection())
@@ -434,11 +432,11 @@ class Fsm:
         elif isinstance(ev, OpenReceived):
             self._open_received(ev.open, out)
         elif isinstance(ev, NotificationReceived):
-            self._to_idle(out, _received_why(ev))
+            self._to_idle(out, _received_why(ev), notified=True)
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
-            self._notify_and_idle(out, codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            self._notify_and_idle(out, errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
         else:
             self._fsm_error(out, ev)
 
@@ -446,7 +444,7 @@ class Fsm:
         error = self.validate_open(info)
         if error is not None:
             out.append(error)
-            self._to_idle(out, f"notification sent: {error.name}")
+            self._to_idle(out, f"notification sent: {error.name}", notified=True)
             return
         self.peer_open = info
         self.hold_time = negotiate_hold_time(self.config.hold_time, info.hold_time)
@@ -463,7 +461,7 @@ class Fsm:
     def _fsm_error(self, out: list[Action], ev: Event) -> None:
         self._notify_and_idle(
             out,
-            codes.FSM_ERROR,
+            errors.FSM_ERROR,
             _FSM_SUBCODE[self.state],
             why=f"unexpected {type(ev).__name__} in {self.state}",
         )
@@ -472,21 +470,21 @@ class Fsm:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
-            out.append(SendNotification(codes.CEASE, ev.subcode))
-            self._to_idle(out, "manual stop", restart=False)
+            out.append(SendNotification(errors.CEASE, ev.subcode))
+            self._to_idle(out, "manual stop", notified=True, restart=False)
         elif isinstance(ev, HoldTimerExpires):
-            self._notify_and_idle(out, codes.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
+            self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, KeepaliveTimerExpires):
             out.append(SendKeepalive())
             out.append(StartTimer(Timer.KEEPALIVE, self.keepalive_time))
         elif isinstance(ev, TcpConnectionFails):
-            self._to_idle(out, "connection failed in OpenConfirm")
+            self._to_idle(out, "connection failed in OpenConfirm", notified=False)
         elif isinstance(ev, NotificationReceived):
-            self._to_idle(out, _received_why(ev))
+            self._to_idle(out, _received_why(ev), notified=True)
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
-            self._notify_and_idle(out, codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            self._notify_and_idle(out, errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
         elif isinstance(ev, KeepaliveReceived):
             if self.hold_time:
                 out.append(StartTimer(Timer.HOLD, self.hold_time))
@@ -500,10 +498,10 @@ class Fsm:
         if isinstance(ev, ManualStart | IdleHoldTimerExpires):
             return
         if isinstance(ev, ManualStop):
-            out.append(SendNotification(codes.CEASE, ev.subcode))
-            self._to_idle(out, "manual stop", restart=False)
+            out.append(SendNotification(errors.CEASE, ev.subcode))
+            self._to_idle(out, "manual stop", notified=True, restart=False)
         elif isinstance(ev, HoldTimerExpires):
-            self._notify_and_idle(out, codes.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
+            self._notify_and_idle(out, errors.HOLD_TIMER_EXPIRED, 0, why="hold timer expired")
         elif isinstance(ev, KeepaliveTimerExpires):
             out.append(SendKeepalive())
             out.append(StartTimer(Timer.KEEPALIVE, self.keepalive_time))
@@ -519,16 +517,17 @@ class Fsm:
                 out.append(StartTimer(Timer.HOLD, self.hold_time))
             out.append(DeliverRouteRefresh(ev.message))
         elif isinstance(ev, TcpConnectionFails):
-            self._to_idle(out, f"connection lost: {ev.reason}" if ev.reason else "connection lost")
+            why = f"connection lost: {ev.reason}" if ev.reason else "connection lost"
+            self._to_idle(out, why, notified=False)
         elif isinstance(ev, NotificationReceived):
-            self._to_idle(out, _received_why(ev))
+            self._to_idle(out, _received_why(ev), notified=True)
         elif isinstance(ev, MessageError):
             self._notify_and_idle(out, ev.code, ev.subcode, ev.data)
         elif isinstance(ev, OpenCollisionDump):
-            self._notify_and_idle(out, codes.CEASE, codes.CEASE_CONNECTION_COLLISION)
+            self._notify_and_idle(out, errors.CEASE, errors.CEASE_CONNECTION_COLLISION)
         else:
             self._fsm_error(out, ev)
 
 
 def _received_why(ev: NotificationReceived) -> str:
-    return f"notification received: {codes.notification_name(ev.code, ev.subcode)}"
+    return f"notification received: {errors.notification_name(ev.code, ev.subcode)}"

@@ -37,10 +37,10 @@ from bgp.fsm import (
     TcpConnectionFails,
     Timer,
     UpdateReceived,
-    codes,
     resolve_collision,
 )
-from bgp.fsm.codes import notification_name
+from bgp.wire import errors
+from bgp.wire.errors import notification_name
 
 LOCAL_ID = ipaddress.IPv4Address("10.0.0.1")
 PEER_ID = ipaddress.IPv4Address("10.0.0.2")
@@ -157,7 +157,7 @@ def test_hold_time_zero_means_no_keepalives_and_no_hold_timer():
 def test_peer_hold_time_one_or_two_is_rejected_with_unacceptable_hold_time(hold):
     fsm = fsm_in(State.OPEN_SENT)
     actions = fsm.handle(OpenReceived(peer_open(hold_time=hold)))
-    assert notifications(actions) == [(codes.OPEN_MESSAGE_ERROR, codes.OPEN_UNACCEPTABLE_HOLD_TIME)]
+    assert notifications(actions) == [(errors.OPEN_MESSAGE_ERROR, errors.UNACCEPTABLE_HOLD_TIME)]
     assert fsm.state is State.IDLE
     assert DropConnection() in actions
 
@@ -171,16 +171,16 @@ def test_configured_hold_time_must_be_zero_or_at_least_three(hold):
 @pytest.mark.parametrize(
     ("open_kw", "subcode"),
     [
-        ({"asn": 65099}, codes.OPEN_BAD_PEER_AS),
-        ({"version": 3}, codes.OPEN_UNSUPPORTED_VERSION),
-        ({"bgp_id": ipaddress.IPv4Address("0.0.0.0")}, codes.OPEN_BAD_BGP_ID),
-        ({"bgp_id": ipaddress.IPv4Address("224.0.0.1")}, codes.OPEN_BAD_BGP_ID),
+        ({"asn": 65099}, errors.BAD_PEER_AS),
+        ({"version": 3}, errors.UNSUPPORTED_VERSION_NUMBER),
+        ({"bgp_id": ipaddress.IPv4Address("0.0.0.0")}, errors.BAD_BGP_IDENTIFIER),
+        ({"bgp_id": ipaddress.IPv4Address("224.0.0.1")}, errors.BAD_BGP_IDENTIFIER),
     ],
 )
 def test_bad_open_is_refused_with_the_open_error_subcode(open_kw, subcode):
     fsm = fsm_in(State.OPEN_SENT)
     actions = fsm.handle(OpenReceived(peer_open(**open_kw)))
-    assert notifications(actions) == [(codes.OPEN_MESSAGE_ERROR, subcode)]
+    assert notifications(actions) == [(errors.OPEN_MESSAGE_ERROR, subcode)]
     assert fsm.state is State.IDLE
     assert "OPEN Message Error" in fsm.last_error
 
@@ -195,7 +195,7 @@ def test_unsupported_version_notification_carries_our_version():
 def test_same_router_id_is_bad_only_for_ibgp_rfc6286():
     ibgp = fsm_in(State.OPEN_SENT, peer_as=65000)
     actions = ibgp.handle(OpenReceived(peer_open(asn=65000, bgp_id=LOCAL_ID)))
-    assert notifications(actions) == [(codes.OPEN_MESSAGE_ERROR, codes.OPEN_BAD_BGP_ID)]
+    assert notifications(actions) == [(errors.OPEN_MESSAGE_ERROR, errors.BAD_BGP_IDENTIFIER)]
     ebgp = fsm_in(State.OPEN_SENT)
     ebgp.handle(OpenReceived(peer_open(bgp_id=LOCAL_ID)))
     assert ebgp.state is State.OPEN_CONFIRM
@@ -229,17 +229,17 @@ def test_keepalive_in_openconfirm_establishes_session():
 @pytest.mark.parametrize(
     ("state", "event", "subcode"),
     [
-        (State.OPEN_SENT, KeepaliveReceived(), codes.FSM_UNEXPECTED_IN_OPENSENT),
-        (State.OPEN_SENT, UpdateReceived(object()), codes.FSM_UNEXPECTED_IN_OPENSENT),
-        (State.OPEN_CONFIRM, UpdateReceived(object()), codes.FSM_UNEXPECTED_IN_OPENCONFIRM),
-        (State.OPEN_CONFIRM, OpenReceived(peer_open()), codes.FSM_UNEXPECTED_IN_OPENCONFIRM),
-        (State.ESTABLISHED, OpenReceived(peer_open()), codes.FSM_UNEXPECTED_IN_ESTABLISHED),
+        (State.OPEN_SENT, KeepaliveReceived(), errors.FSM_UNEXPECTED_IN_OPENSENT),
+        (State.OPEN_SENT, UpdateReceived(object()), errors.FSM_UNEXPECTED_IN_OPENSENT),
+        (State.OPEN_CONFIRM, UpdateReceived(object()), errors.FSM_UNEXPECTED_IN_OPENCONFIRM),
+        (State.OPEN_CONFIRM, OpenReceived(peer_open()), errors.FSM_UNEXPECTED_IN_OPENCONFIRM),
+        (State.ESTABLISHED, OpenReceived(peer_open()), errors.FSM_UNEXPECTED_IN_ESTABLISHED),
     ],
 )
 def test_unexpected_message_is_fsm_error_5_with_rfc6608_subcode(state, event, subcode):
     fsm = fsm_in(state)
     actions = fsm.handle(event)
-    assert notifications(actions) == [(codes.FSM_ERROR, subcode)]
+    assert notifications(actions) == [(errors.FSM_ERROR, subcode)]
     assert fsm.state is State.IDLE
     assert DropConnection() in actions
 
@@ -248,12 +248,12 @@ def test_unexpected_message_is_fsm_error_5_with_rfc6608_subcode(state, event, su
 def test_hold_timer_expiry_sends_hold_timer_expired_4(state):
     fsm = fsm_in(state)
     actions = fsm.handle(HoldTimerExpires())
-    assert notifications(actions) == [(codes.HOLD_TIMER_EXPIRED, 0)]
+    assert notifications(actions) == [(errors.HOLD_TIMER_EXPIRED, 0)]
     assert fsm.state is State.IDLE
     assert fsm.last_error == "hold timer expired"
 
 
-def test_hold_timer_expiry_in_established_is_graceful_down_without_notification_received():
+def test_hold_timer_expiry_in_established_sends_notification_so_down_is_not_graceful():
     fsm = fsm_in(State.ESTABLISHED)
     actions = fsm.handle(HoldTimerExpires())
     down = next(a for a in actions if isinstance(a, SessionDown))
@@ -271,7 +271,7 @@ def test_tcp_loss_in_established_is_graceful_down():
 
 def test_notification_received_in_established_goes_idle_not_graceful():
     fsm = fsm_in(State.ESTABLISHED)
-    actions = fsm.handle(NotificationReceived(codes.CEASE, codes.CEASE_ADMIN_SHUTDOWN))
+    actions = fsm.handle(NotificationReceived(errors.CEASE, errors.CEASE_ADMIN_SHUTDOWN))
     assert fsm.state is State.IDLE
     assert notifications(actions) == []
     down = next(a for a in actions if isinstance(a, SessionDown))
@@ -283,7 +283,7 @@ def test_notification_received_in_established_goes_idle_not_graceful():
 def test_manual_stop_sends_cease_admin_shutdown_and_does_not_restart(state):
     fsm = fsm_in(state)
     actions = fsm.handle(ManualStop())
-    assert notifications(actions) == [(codes.CEASE, codes.CEASE_ADMIN_SHUTDOWN)]
+    assert notifications(actions) == [(errors.CEASE, errors.CEASE_ADMIN_SHUTDOWN)]
     assert fsm.state is State.IDLE
     assert not any(isinstance(a, StartTimer) for a in actions)
 
@@ -321,7 +321,7 @@ def test_decode_error_sends_the_codecs_notification():
 def test_collision_dump_sends_cease_connection_collision(state):
     fsm = fsm_in(state)
     actions = fsm.handle(OpenCollisionDump())
-    assert notifications(actions) == [(codes.CEASE, codes.CEASE_CONNECTION_COLLISION)]
+    assert notifications(actions) == [(errors.CEASE, errors.CEASE_CONNECTION_COLLISION)]
     assert fsm.state is State.IDLE
 
 

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from bgp.interop.harness import Tabby, lan, workdir
+from bgp.interop.harness import Tabby, lan, stop_all, workdir
 
 TABBY_AS = 65001
 BIRD_AS = 65002
@@ -60,10 +60,11 @@ def _env(nodes: int):
         try:
             yield net, d, started
         finally:
-            for proc in reversed(started):
-                proc.stop()
-            for log in sorted(d.glob("*.log")):  # shown by pytest only when a test fails
-                print(f"===== {log.name}\n{log.read_text(errors='replace')[-6000:]}")
+            try:
+                stop_all(started)
+            finally:
+                for log in sorted(d.glob("*.log")):  # shown by pytest only when a test fails
+                    print(f"===== {log.name}\n{log.read_text(errors='replace')[-6000:]}")
 
 
 @pytest.fixture(name="env")

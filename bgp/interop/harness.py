@@ -102,7 +102,8 @@ def lan(count: int) -> Iterator[Lan]:
         yield net
     finally:
         for ns in reversed(created):
-            run("ip", "netns", "del", ns, check=False)
+            with contextlib.suppress(subprocess.SubprocessError):  # delete the rest anyway
+                run("ip", "netns", "del", ns, check=False)
 
 
 def _addr(ns: str, dev: str, v4: str, v6: str) -> None:
@@ -125,42 +126,75 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 20.0) -> o
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
-class Proc:
-    """A daemon started inside a namespace (or on the host when ``ns`` is None), stopped
-    (and reaped) on exit."""
+# The child is SIGKILLed when the thread that started it dies, so a test runner that is
+# itself killed (a Bazel timeout, ^C) leaves no daemon behind with parent 1. setpriv sets
+# PR_SET_PDEATHSIG before exec (a Python preexec_fn could crash in a forked grpc-threaded
+# process), and ``ip netns exec`` execs the daemon in place, so the daemon inherits it.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
 
-    def __init__(self, ns: str | None, argv: list[str], log: pathlib.Path, env: dict | None = None):
+
+class Proc:
+    """A daemon started inside a namespace (or on the host when ``ns`` is None), in a
+    process group of its own; ``stop`` ends the group and reaps it."""
+
+    def __init__(
+        self, ns: str | None, argv: list[str], log: pathlib.Path, env: dict | None = None
+    ) -> None:
         self.log = log
         self._f = open(log, "ab")  # noqa: SIM115 (closed in stop)
-        self.p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv] if ns else argv,
-            stdout=self._f,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        try:
+            self.p = subprocess.Popen(
+                [*DIE_WITH_PARENT, *(["ip", "netns", "exec", ns] if ns else []), *argv],
+                stdout=self._f,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._f.close()
+            raise
 
     def alive(self) -> bool:
         return self.p.poll() is None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the daemon itself (SIGHUP reload, SIGKILL crash), not its group."""
         if self.p.poll() is None:
-            # Only our own child process (ip netns exec execs the daemon in place).
             self.p.send_signal(sig)
 
-    def stop(self) -> None:
+    def _signal_group(self, sig: int) -> None:
+        # Only while the leader is unreaped: its pid (the group id) cannot be reused yet.
         if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.p.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s; the log file is closed whatever happens."""
+        try:
+            self._signal_group(signal.SIGTERM)
             try:
                 self.p.wait(5)
             except subprocess.TimeoutExpired:
-                self.p.kill()
+                self._signal_group(signal.SIGKILL)
                 self.p.wait(5)
-        self._f.close()
+        finally:
+            self._f.close()
 
     def output(self) -> str:
         self._f.flush()
         return self.log.read_text(errors="replace")
+
+
+def stop_all(procs: list) -> None:
+    """Stop every process (newest first) even when one of them fails to stop."""
+    errors: list[BaseException] = []
+    for proc in reversed(procs):
+        try:
+            proc.stop()
+        except Exception as e:  # keep going: the others must not leak
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 class Tabby:

@@ -7,7 +7,7 @@ and so is not a total order a sort key could express.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bgp.rib.path import Path
 
@@ -33,7 +33,8 @@ def _peer_address_key(path: Path) -> tuple[int, int]:
     return (addr.version, int(addr))
 
 
-def _keep_min(paths: list[Path], key) -> list[Path]:
+def _keep_min(paths: list[Path], key: Callable[[Path], int | tuple[int, int]]) -> list[Path]:
+    """The paths that tie for the lowest ``key``: one elimination step."""
     best = min(key(p) for p in paths)
     return [p for p in paths if key(p) == best]
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from bgp.rib.decision import DEFAULT_LOCAL_PREF
 from bgp.rib.path import IPAddress, PeerRef
 from bgp.wire.types import (
+    AFI_IPV4,
+    AFI_IPV6,
     AS_SEQUENCE,
     NO_ADVERTISE,
     NO_EXPORT,
@@ -103,7 +105,7 @@ class ExportTarget:
     next_hop_v6: ipaddress.IPv6Address | None = None
     keep_original_next_hop: bool = False
     export_filter: PrefixFilter = PrefixFilter()
-    afis: frozenset[int] = frozenset({1, 2})  # address families negotiated on the session
+    afis: frozenset[int] = frozenset({AFI_IPV4, AFI_IPV6})  # negotiated on the session
 
 
 def import_reject_reason(
@@ -161,7 +163,7 @@ def export_attrs(
 ) -> PathAttributes | None:
     """The attributes to advertise to ``target``, or None when it must not get the path."""
     peer = target.source
-    if (2 if afi_v6 else 1) not in target.afis or not may_export(source, attrs, peer):
+    if (AFI_IPV6 if afi_v6 else AFI_IPV4) not in target.afis or not may_export(source, attrs, peer):
         return None
     self_hop: IPAddress | None = target.next_hop_v6 if afi_v6 else target.next_hop_v4
     # A route we originate with an explicit next hop (a route publisher speaking for

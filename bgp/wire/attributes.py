@@ -42,6 +42,7 @@ from bgp.wire.types import (
     PathAttributes,
     Prefix,
     UnknownAttribute,
+    as_path_length,
 )
 
 # Attribute type codes.
@@ -489,17 +490,6 @@ def _withdraw(result: AttributeResult, reason: str) -> None:
     result.errors.append(f"{reason} (treat-as-withdraw, RFC 7606)")
 
 
-def _path_count(path: tuple[AsPathSegment, ...]) -> int:
-    """RFC 6793 4.2.3 counting: a set is one AS, confederation segments count zero."""
-    n = 0
-    for seg in path:
-        if seg.type == AS_SEQUENCE:
-            n += len(seg.asns)
-        elif seg.type == AS_SET:
-            n += 1
-    return n
-
-
 def _merge_as4(fields: dict[str, Any], result: AttributeResult) -> None:
     """RFC 6793 4.2.3: rebuild the real path and aggregator from an OLD speaker's UPDATE."""
     as4_path = fields.pop("as4_path", None)
@@ -514,7 +504,7 @@ def _merge_as4(fields: dict[str, Any], result: AttributeResult) -> None:
     if as4_path is None or "as_path" not in fields:
         return
     as_path = fields["as_path"]
-    keep = _path_count(as_path) - _path_count(as4_path)
+    keep = as_path_length(as_path) - as_path_length(as4_path)
     if keep < 0:
         result.errors.append("AS4_PATH longer than AS_PATH: ignored (RFC 6793 4.2.3)")
         return

@@ -1,4 +1,4 @@
-"""BGP error codes and the exception that carries a NOTIFICATION to send.
+"""BGP error codes with their names, and the exception that carries a NOTIFICATION to send.
 
 Every condition that RFC 4271 section 6 (as revised by RFC 7606) says must reset the
 session raises :class:`BgpError`; the session turns it into a NOTIFICATION with
@@ -48,6 +48,12 @@ OPTIONAL_ATTRIBUTE_ERROR = 9
 INVALID_NETWORK_FIELD = 10
 MALFORMED_AS_PATH = 11
 
+# FSM error subcodes (RFC 6608).
+FSM_UNSPECIFIED = 0
+FSM_UNEXPECTED_IN_OPENSENT = 1
+FSM_UNEXPECTED_IN_OPENCONFIRM = 2
+FSM_UNEXPECTED_IN_ESTABLISHED = 3
+
 # Cease subcodes (RFC 4486).
 CEASE_MAX_PREFIXES = 1
 CEASE_ADMIN_SHUTDOWN = 2
@@ -58,61 +64,69 @@ CEASE_OTHER_CONFIGURATION_CHANGE = 6
 CEASE_CONNECTION_COLLISION = 7
 CEASE_OUT_OF_RESOURCES = 8
 
-CODE_NAMES = {
-    MESSAGE_HEADER_ERROR: "message header error",
-    OPEN_MESSAGE_ERROR: "OPEN message error",
-    UPDATE_MESSAGE_ERROR: "UPDATE message error",
-    HOLD_TIMER_EXPIRED: "hold timer expired",
-    FSM_ERROR: "finite state machine error",
-    CEASE: "cease",
-    ROUTE_REFRESH_MESSAGE_ERROR: "ROUTE-REFRESH message error",
+# The RFCs' own names, as logs, metrics labels and ListPeers show them.
+_CODE_NAMES = {
+    MESSAGE_HEADER_ERROR: "Message Header Error",
+    OPEN_MESSAGE_ERROR: "OPEN Message Error",
+    UPDATE_MESSAGE_ERROR: "UPDATE Message Error",
+    HOLD_TIMER_EXPIRED: "Hold Timer Expired",
+    FSM_ERROR: "Finite State Machine Error",
+    CEASE: "Cease",
+    ROUTE_REFRESH_MESSAGE_ERROR: "ROUTE-REFRESH Message Error",
 }
 
-SUBCODE_NAMES = {
+_SUBCODE_NAMES = {
     MESSAGE_HEADER_ERROR: {
-        1: "connection not synchronized",
-        2: "bad message length",
-        3: "bad message type",
+        CONNECTION_NOT_SYNCHRONIZED: "Connection Not Synchronized",
+        BAD_MESSAGE_LENGTH: "Bad Message Length",
+        BAD_MESSAGE_TYPE: "Bad Message Type",
     },
     OPEN_MESSAGE_ERROR: {
-        0: "unspecific",
-        1: "unsupported version number",
-        2: "bad peer AS",
-        3: "bad BGP identifier",
-        4: "unsupported optional parameter",
-        6: "unacceptable hold time",
-        7: "unsupported capability",
+        UNSUPPORTED_VERSION_NUMBER: "Unsupported Version Number",
+        BAD_PEER_AS: "Bad Peer AS",
+        BAD_BGP_IDENTIFIER: "Bad BGP Identifier",
+        UNSUPPORTED_OPTIONAL_PARAMETER: "Unsupported Optional Parameter",
+        UNACCEPTABLE_HOLD_TIME: "Unacceptable Hold Time",
+        UNSUPPORTED_CAPABILITY: "Unsupported Capability",
     },
     UPDATE_MESSAGE_ERROR: {
-        1: "malformed attribute list",
-        2: "unrecognized well-known attribute",
-        3: "missing well-known attribute",
-        4: "attribute flags error",
-        5: "attribute length error",
-        6: "invalid ORIGIN attribute",
-        8: "invalid NEXT_HOP attribute",
-        9: "optional attribute error",
-        10: "invalid network field",
-        11: "malformed AS_PATH",
+        MALFORMED_ATTRIBUTE_LIST: "Malformed Attribute List",
+        UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE: "Unrecognized Well-known Attribute",
+        MISSING_WELL_KNOWN_ATTRIBUTE: "Missing Well-known Attribute",
+        ATTRIBUTE_FLAGS_ERROR: "Attribute Flags Error",
+        ATTRIBUTE_LENGTH_ERROR: "Attribute Length Error",
+        INVALID_ORIGIN_ATTRIBUTE: "Invalid ORIGIN Attribute",
+        INVALID_NEXT_HOP_ATTRIBUTE: "Invalid NEXT_HOP Attribute",
+        OPTIONAL_ATTRIBUTE_ERROR: "Optional Attribute Error",
+        INVALID_NETWORK_FIELD: "Invalid Network Field",
+        MALFORMED_AS_PATH: "Malformed AS_PATH",
+    },
+    FSM_ERROR: {
+        FSM_UNSPECIFIED: "Unspecified Error",
+        FSM_UNEXPECTED_IN_OPENSENT: "Unexpected Message in OpenSent",
+        FSM_UNEXPECTED_IN_OPENCONFIRM: "Unexpected Message in OpenConfirm",
+        FSM_UNEXPECTED_IN_ESTABLISHED: "Unexpected Message in Established",
     },
     CEASE: {
-        1: "maximum number of prefixes reached",
-        2: "administrative shutdown",
-        3: "peer de-configured",
-        4: "administrative reset",
-        5: "connection rejected",
-        6: "other configuration change",
-        7: "connection collision resolution",
-        8: "out of resources",
+        CEASE_MAX_PREFIXES: "Maximum Number of Prefixes Reached",
+        CEASE_ADMIN_SHUTDOWN: "Administrative Shutdown",
+        CEASE_PEER_DECONFIGURED: "Peer De-configured",
+        CEASE_ADMIN_RESET: "Administrative Reset",
+        CEASE_CONNECTION_REJECTED: "Connection Rejected",
+        CEASE_OTHER_CONFIGURATION_CHANGE: "Other Configuration Change",
+        CEASE_CONNECTION_COLLISION: "Connection Collision Resolution",
+        CEASE_OUT_OF_RESOURCES: "Out of Resources",
     },
 }
 
 
-def describe(code: int, subcode: int) -> str:
-    """Human-readable 'code/subcode' text for logs and status output."""
-    name = CODE_NAMES.get(code, f"code {code}")
-    sub = SUBCODE_NAMES.get(code, {}).get(subcode)
-    return f"{name} / {sub}" if sub else f"{name} / subcode {subcode}"
+def notification_name(code: int, subcode: int) -> str:
+    """``Cease/Administrative Shutdown``: the name logs, metrics and ListPeers show."""
+    name = _CODE_NAMES.get(code, f"code {code}")
+    sub = _SUBCODE_NAMES.get(code, {}).get(subcode)
+    if sub is None:
+        return name if subcode == 0 else f"{name}/subcode {subcode}"
+    return f"{name}/{sub}"
 
 
 class BgpError(Exception):
@@ -123,7 +137,7 @@ class BgpError(Exception):
         self.subcode = subcode
         self.data = bytes(data)
         self.reason = reason
-        text = describe(code, subcode)
+        text = notification_name(code, subcode)
         super().__init__(f"{text}: {reason}" if reason else text)
 
     def notification(self) -> Notification:

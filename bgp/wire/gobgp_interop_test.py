@@ -85,7 +85,19 @@ def gobgpd(bgp_port: int) -> Iterator[int]:
     )
     log = open(tmp / "gobgpd.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        ["gobgpd", "-f", str(conf), "--api-hosts", f"127.0.0.1:{api_port}", "--pprof-disable"],
+        # Killed with this test process even if it is killed first (no stray gobgpd).
+        [
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
+            "gobgpd",
+            "-f",
+            str(conf),
+            "--api-hosts",
+            f"127.0.0.1:{api_port}",
+            "--pprof-disable",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -9,7 +9,7 @@ from bgp.wire.errors import (
     CEASE,
     CEASE_ADMIN_RESET,
     CEASE_ADMIN_SHUTDOWN,
-    describe,
+    notification_name,
 )
 from bgp.wire.header import KEEPALIVE, NOTIFICATION, register
 
@@ -53,7 +53,7 @@ class Notification:
             return None
 
     def __str__(self) -> str:
-        text = describe(self.code, self.subcode)
+        text = notification_name(self.code, self.subcode)
         message = self.shutdown_message()
         if message:
             return f"{text} ({message!r})"

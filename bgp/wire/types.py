@@ -182,6 +182,18 @@ class AsPathSegment:
     asns: tuple[int, ...]
 
 
+def as_path_length(path: tuple[AsPathSegment, ...]) -> int:
+    """How many ASes a path counts as (RFC 4271 9.1.2.2 a, RFC 6793 4.2.3): a set is
+    one AS, confederation segments count zero."""
+    length = 0
+    for seg in path:
+        if seg.type == AS_SEQUENCE:
+            length += len(seg.asns)
+        elif seg.type == AS_SET:
+            length += 1
+    return length
+
+
 @dataclass(frozen=True)
 class UnknownAttribute:
     """An attribute this speaker does not interpret, kept to pass on if transitive."""
@@ -216,13 +228,7 @@ class PathAttributes:
 
     def as_path_length(self) -> int:
         """RFC 4271 9.1.2.2 a: an AS_SET counts as 1; confederation segments count 0."""
-        length = 0
-        for seg in self.as_path:
-            if seg.type == AS_SEQUENCE:
-                length += len(seg.asns)
-            elif seg.type == AS_SET:
-                length += 1
-        return length
+        return as_path_length(self.as_path)
 
     def first_as(self) -> int | None:
         for seg in self.as_path:

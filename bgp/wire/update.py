@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from bgp.wire.attributes import (
+    EXTENDED_LENGTH,
     MP_REACH_NLRI,
     MP_UNREACH_NLRI,
     OPTIONAL,
@@ -243,7 +244,7 @@ def pack_updates(
         for run in _chunks(encoded, room):
             nlri = b"".join(run)
             vlen = len(mp_head) + len(nlri)
-            mp = bytes((OPTIONAL | 0x10, MP_REACH_NLRI, vlen >> 8, vlen & 0xFF))
+            mp = bytes((OPTIONAL | EXTENDED_LENGTH, MP_REACH_NLRI, vlen >> 8, vlen & 0xFF))
             alen = len(common) + 4 + vlen
             parts = [b"\x00\x00", alen.to_bytes(2, "big"), common, mp, mp_head, nlri]
             out.append(_message(parts, 4 + alen))
@@ -272,7 +273,7 @@ def pack_withdrawals(
             vlen = 3 + len(w)
             attr = bytes(
                 (
-                    OPTIONAL | 0x10,
+                    OPTIONAL | EXTENDED_LENGTH,
                     MP_UNREACH_NLRI,
                     vlen >> 8,
                     vlen & 0xFF,
