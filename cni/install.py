@@ -161,20 +161,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lib-dir", type=pathlib.Path, help="where the tabby packages live")
     p.add_argument(
         "--host-runtime",
-        action="store_true",
-        help="install a self-contained runtime (interpreter, libraries, shim) for a host"
-        " without Python, and launchers that use it",
-    )
-    p.add_argument(
-        "--runtime-dir",
-        type=pathlib.Path,
-        help="with --host-runtime: where it goes (default: <bin-dir>/../tabby); it must"
-        " keep its place relative to --bin-dir on the host",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="install a self-contained runtime (interpreter, libraries, shim) into DIR"
+        " (default <bin-dir>/../tabby) for a host without Python, and launchers that use"
+        " it; DIR must keep its place relative to --bin-dir on the host",
     )
     p.add_argument("--python", help="the interpreter to launch or copy (default: this one)")
-    p.add_argument("--etcd-endpoints", default=config.DEFAULT_ETCD_ENDPOINTS)
-    p.add_argument("--nodename", default="", help="default: the host name at run time")
-    p.add_argument("--mtu", type=int, default=0, help="0: Felix's published MTU, else 1500")
+    # Defaults from the environment the DaemonSet's init container sets (ConfigMap).
+    env = os.environ
+    p.add_argument(
+        "--etcd-endpoints",
+        default=env.get("TABBY_ETCD_ENDPOINTS") or config.DEFAULT_ETCD_ENDPOINTS,
+        help="default: $TABBY_ETCD_ENDPOINTS, else %(default)s",
+    )
+    p.add_argument(
+        "--nodename",
+        default=env.get("NODENAME", ""),
+        help="default: $NODENAME, else the host name at run time",
+    )
+    p.add_argument(
+        "--mtu",
+        type=int,
+        default=env.get("CNI_MTU") or "0",  # a string: argparse applies type=int to it
+        help="default: $CNI_MTU; 0: Felix's published MTU, else 1500",
+    )
     p.add_argument("--service-socket", default=config.DEFAULT_SERVICE_SOCKET)
     p.add_argument("--policy-setup-timeout-seconds", type=int, default=0)
     p.add_argument("--log-level", default="info")
@@ -189,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             args.bin_dir,
             args.lib_dir,
             args.python,
-            host_runtime=args.host_runtime,
-            runtime_dir=args.runtime_dir,
+            host_runtime=args.host_runtime is not None,
+            runtime_dir=pathlib.Path(args.host_runtime) if args.host_runtime else None,
         )
     except (OSError, closure.ClosureError, elfdeps.ElfDepsError) as exc:
         print(f"tabby-install-cni: cannot install the plugin: {exc}", file=sys.stderr)
