@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -101,11 +103,21 @@ def test_bad_cni_mtu_is_a_usage_error_naming_the_flag(tmp_path, monkeypatch, cap
     assert "--mtu: invalid int value: 'jumbo'" in capsys.readouterr().err
 
 
-def test_host_runtime_goes_beside_the_bin_dir_and_its_launchers_run(tmp_path):
-    bin_dir = tmp_path / "opt/cni/bin"
-    args = ["--bin-dir", str(bin_dir), "--conf-dir", str(tmp_path / "etc/cni/net.d")]
+@pytest.fixture
+def scratch():
+    """A temp dir removed right after the test: each runtime copy is 13-30 MB."""
+    d = tempfile.mkdtemp(prefix="tcnh-")
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_host_runtime_goes_beside_the_bin_dir_and_its_launchers_run(scratch):
+    bin_dir = scratch / "opt/cni/bin"
+    args = ["--bin-dir", str(bin_dir), "--conf-dir", str(scratch / "etc/cni/net.d")]
     assert install.main([*args, "--host-runtime"]) == 0
-    (rt,) = (tmp_path / "opt/cni/tabby").iterdir()
+    (rt,) = (scratch / "opt/cni/tabby").iterdir()
     for name in ("tabby", "tabby-ipam"):
         text = (bin_dir / name).read_text()
         assert text.startswith("#!/bin/sh\n") and f'r="$d/../tabby/{rt.name}"' in text
@@ -116,7 +128,7 @@ def test_host_runtime_goes_beside_the_bin_dir_and_its_launchers_run(tmp_path):
             capture_output=True,
         )
         assert done.returncode == 0 and json.loads(done.stdout)["cniVersion"] == "1.0.0"
-    assert (tmp_path / "etc/cni/net.d/10-tabby.conflist").exists()
+    assert (scratch / "etc/cni/net.d/10-tabby.conflist").exists()
 
 
 def test_daemonset_installs_the_host_runtime_beside_the_host_bin_dir():

@@ -10,11 +10,14 @@ namespace the test creates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -44,34 +47,43 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[pathlib.Path]:
+    """A temp dir removed as soon as the module is done (a runtime copy is 13-30 MB)."""
+    d = tempfile.mkdtemp(prefix="tcnh-")
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def host(tmp_path_factory) -> pathlib.Path:
+def host() -> Iterator[pathlib.Path]:
     """A host root with the plugin installed as the init container installs it."""
-    root = tmp_path_factory.mktemp("host")
-    rc = install.main(
-        [
-            *("--bin-dir", str(root / "opt/cni/bin"), "--conf-dir", str(root / "etc/cni/net.d")),
-            "--host-runtime",
-        ]
-    )
-    assert rc == 0
-    return root
+    with scratch_dir() as root:
+        rc = install.main(
+            [
+                *("--bin-dir", str(root / "opt/cni/bin")),
+                *("--conf-dir", str(root / "etc/cni/net.d")),
+                "--host-runtime",
+            ]
+        )
+        assert rc == 0
+        yield root
 
 
 @pytest.fixture(scope="module")
-def node_root(tmp_path_factory) -> pathlib.Path:
+def node_root() -> Iterator[pathlib.Path]:
     """The chroot: busybox as /bin/sh, mount points for /opt/cni and the socket. No Python."""
-    root = tmp_path_factory.mktemp("node")
-    (root / "bin").mkdir()
-    shutil.copy(BUSYBOX, root / "bin/sh")
-    (root / "opt/cni").mkdir(parents=True)
-    (root / "var/run/tabby").mkdir(parents=True)
-    (root / SOCKET_IN_CHROOT.lstrip("/")).touch()
-    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir()) == [
-        "bin/sh",
-        "var/run/tabby/cni.sock",
-    ]
-    return root
+    with scratch_dir() as root:
+        (root / "bin").mkdir()
+        shutil.copy(BUSYBOX, root / "bin/sh")
+        (root / "opt/cni").mkdir(parents=True)
+        (root / "var/run/tabby").mkdir(parents=True)
+        (root / SOCKET_IN_CHROOT.lstrip("/")).touch()
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+        assert files == ["bin/sh", "var/run/tabby/cni.sock"]
+        yield root
 
 
 def run_in_chroot(

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -17,6 +18,16 @@ from cni.hostinstall import runtime
 
 PYTHON = pathlib.Path(os.path.realpath(sys.executable))
 SHIM_FILES = ("__init__.py", "shim.py", "config.py", "errors.py")
+
+
+@pytest.fixture
+def scratch():
+    """A temp dir removed right after the test: each runtime copy is 13-30 MB."""
+    d = tempfile.mkdtemp(prefix="tcnh-")
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def lib_copy(root: pathlib.Path, marker: str = "") -> pathlib.Path:
@@ -52,10 +63,10 @@ def test_launcher_names_its_runtime_relatively():
     assert runtime.runtime_of("#!/usr/bin/python3 -S\nimport sys\n") is None
 
 
-def test_installed_plugin_answers_version_from_its_own_runtime(tmp_path):
-    bin_dir = tmp_path / "opt/cni/bin"
-    install.install_binaries(bin_dir, lib_copy(tmp_path / "lib"), host_runtime=True)
-    (rt,) = (tmp_path / "opt/cni/tabby").iterdir()
+def test_installed_plugin_answers_version_from_its_own_runtime(scratch):
+    bin_dir = scratch / "opt/cni/bin"
+    install.install_binaries(bin_dir, lib_copy(scratch / "lib"), host_runtime=True)
+    (rt,) = (scratch / "opt/cni/tabby").iterdir()
     manifest = json.loads((rt / runtime.MANIFEST).read_text())
     assert manifest["python"] == f"bin/{PYTHON.name}"
     assert "lib/libc.so.6" in manifest["files"] and "app/cni/shim.py" in manifest["files"]
@@ -71,10 +82,10 @@ def test_installed_plugin_answers_version_from_its_own_runtime(tmp_path):
         assert done.stderr == b""
 
 
-def test_reinstall_is_idempotent(tmp_path):
-    bin_dir, lib = tmp_path / "opt/cni/bin", lib_copy(tmp_path / "lib")
+def test_reinstall_is_idempotent(scratch):
+    bin_dir, lib = scratch / "opt/cni/bin", lib_copy(scratch / "lib")
     install.install_binaries(bin_dir, lib, host_runtime=True)
-    rt_dir = tmp_path / "opt/cni/tabby"
+    rt_dir = scratch / "opt/cni/tabby"
     (first,) = rt_dir.iterdir()
     inode, text = first.stat().st_ino, (bin_dir / "tabby").read_bytes()
     install.install_binaries(bin_dir, lib, host_runtime=True)
@@ -83,11 +94,11 @@ def test_reinstall_is_idempotent(tmp_path):
     assert sorted(p.name for p in bin_dir.iterdir()) == ["tabby", "tabby-ipam"]
 
 
-def test_upgrade_keeps_the_previous_runtime_and_prunes_older_ones(tmp_path):
-    bin_dir, rt_dir = tmp_path / "opt/cni/bin", tmp_path / "opt/cni/tabby"
+def test_upgrade_keeps_the_previous_runtime_and_prunes_older_ones(scratch):
+    bin_dir, rt_dir = scratch / "opt/cni/bin", scratch / "opt/cni/tabby"
     names = []
     for version in ("v1", "v2", "v3"):
-        install.install_binaries(bin_dir, lib_copy(tmp_path / version, version), host_runtime=True)
+        install.install_binaries(bin_dir, lib_copy(scratch / version, version), host_runtime=True)
         names.append(runtime.runtime_of((bin_dir / "tabby").read_text()).split("/")[-1])
         if version == "v2":
             (rt_dir / ".rt-deadbeef.crashed").mkdir()  # left by a killed install
@@ -97,9 +108,9 @@ def test_upgrade_keeps_the_previous_runtime_and_prunes_older_ones(tmp_path):
     assert run_version(bin_dir / "tabby").returncode == 0
 
 
-def test_failed_build_leaves_old_launchers_working_and_no_partial_runtime(tmp_path, monkeypatch):
-    bin_dir, rt_dir = tmp_path / "opt/cni/bin", tmp_path / "opt/cni/tabby"
-    install.install_binaries(bin_dir, lib_copy(tmp_path / "v1"), host_runtime=True)
+def test_failed_build_leaves_old_launchers_working_and_no_partial_runtime(scratch, monkeypatch):
+    bin_dir, rt_dir = scratch / "opt/cni/bin", scratch / "opt/cni/tabby"
+    install.install_binaries(bin_dir, lib_copy(scratch / "v1"), host_runtime=True)
     before = runtimes(rt_dir), (bin_dir / "tabby").read_bytes()
 
     def disk_full(p, staging, python, digest):  # type: ignore[no-untyped-def]
@@ -109,7 +120,7 @@ def test_failed_build_leaves_old_launchers_working_and_no_partial_runtime(tmp_pa
 
     monkeypatch.setattr(runtime, "_build", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        install.install_binaries(bin_dir, lib_copy(tmp_path / "v2", "v2"), host_runtime=True)
+        install.install_binaries(bin_dir, lib_copy(scratch / "v2", "v2"), host_runtime=True)
     assert (runtimes(rt_dir), (bin_dir / "tabby").read_bytes()) == before
     assert run_version(bin_dir / "tabby").returncode == 0
 
