@@ -1,22 +1,29 @@
 """``tabby-install-cni``: put the plugin executables and a conflist where the runtime looks.
 
 Runs on each node (the DaemonSet's init container, or by hand). Executables are
-written atomically (temp file + rename) because the runtime may be running the old
-one at that moment. The conflist uses Calico's keys and chains ``portmap`` the way
-Calico's default does.
+written atomically (temp file + fsync + rename) because the runtime may be running
+the old one at that moment. The conflist uses Calico's keys and chains ``portmap`` the
+way Calico's default does.
+
+Two kinds of executables: by default, launchers for this machine's Python and the
+installed tabby library (a host where Tabby is installed, and the tests). With
+``--host-runtime`` (what the DaemonSet passes), a self-contained runtime goes beside
+the bin directory and the launchers use it, so a node without Python runs the plugin
+(``cni/hostinstall/runtime.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import py_compile
 import sys
-import tempfile
 
 from cni import config
+from cni.hostinstall import atomic, closure, elfdeps, runtime
 
 CONFLIST_NAME = "10-tabby.conflist"
 EXECUTABLES = ("tabby", "tabby-ipam")
@@ -44,15 +51,7 @@ def launcher(lib_dir: pathlib.Path, python: str) -> str:
 
 
 def _write_atomic(path: pathlib.Path, text: str, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_file(path, text.encode(), mode)
 
 
 # What the shim imports (fast path, then the slow path's VERSION and errors).
@@ -77,11 +76,29 @@ def precompile_shim(lib_dir: pathlib.Path) -> list[pathlib.Path]:
     return written
 
 
+def default_runtime_dir(bin_dir: pathlib.Path) -> pathlib.Path:
+    """``/opt/cni/bin`` -> ``/opt/cni/tabby``: beside the bin dir, as the launchers expect."""
+    return pathlib.Path(os.path.normpath(bin_dir / ".." / "tabby"))
+
+
 def install_binaries(
-    bin_dir: pathlib.Path, lib_dir: pathlib.Path | None = None, python: str | None = None
+    bin_dir: pathlib.Path,
+    lib_dir: pathlib.Path | None = None,
+    python: str | None = None,
+    *,
+    host_runtime: bool = False,
+    runtime_dir: pathlib.Path | None = None,
 ) -> list[pathlib.Path]:
-    bin_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``tabby`` and ``tabby-ipam``; with ``host_runtime``, self-contained ones."""
     lib_dir = lib_dir or default_lib_dir()
+    if host_runtime:
+        return runtime.install(
+            bin_dir,
+            runtime_dir or default_runtime_dir(bin_dir),
+            pathlib.Path(os.path.abspath(lib_dir)),
+            pathlib.Path(python or sys.executable),
+        )
+    bin_dir.mkdir(parents=True, exist_ok=True)
     precompile_shim(lib_dir)
     text = launcher(lib_dir, python or os.path.realpath(sys.executable))
     out = []
@@ -142,9 +159,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bin-dir", required=True, type=pathlib.Path)
     p.add_argument("--conf-dir", required=True, type=pathlib.Path)
     p.add_argument("--lib-dir", type=pathlib.Path, help="where the tabby packages live")
-    p.add_argument("--etcd-endpoints", default=config.DEFAULT_ETCD_ENDPOINTS)
-    p.add_argument("--nodename", default="", help="default: the host name at run time")
-    p.add_argument("--mtu", type=int, default=0, help="0: Felix's published MTU, else 1500")
+    p.add_argument(
+        "--host-runtime",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="install a self-contained runtime (interpreter, libraries, shim) into DIR"
+        " (default <bin-dir>/../tabby) for a host without Python, and launchers that use"
+        " it; DIR must keep its place relative to --bin-dir on the host",
+    )
+    p.add_argument("--python", help="the interpreter to launch or copy (default: this one)")
+    # Defaults from the environment the DaemonSet's init container sets (ConfigMap).
+    env = os.environ
+    p.add_argument(
+        "--etcd-endpoints",
+        default=env.get("TABBY_ETCD_ENDPOINTS") or config.DEFAULT_ETCD_ENDPOINTS,
+        help="default: $TABBY_ETCD_ENDPOINTS, else %(default)s",
+    )
+    p.add_argument(
+        "--nodename",
+        default=env.get("NODENAME", ""),
+        help="default: $NODENAME, else the host name at run time",
+    )
+    p.add_argument(
+        "--mtu",
+        type=int,
+        default=env.get("CNI_MTU") or "0",  # a string: argparse applies type=int to it
+        help="default: $CNI_MTU; 0: Felix's published MTU, else 1500",
+    )
     p.add_argument("--service-socket", default=config.DEFAULT_SERVICE_SOCKET)
     p.add_argument("--policy-setup-timeout-seconds", type=int, default=0)
     p.add_argument("--log-level", default="info")
@@ -153,7 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cni_version not in config.SUPPORTED_VERSIONS:
         p.error(f"--cni-version must be one of {', '.join(config.SUPPORTED_VERSIONS)}")
-    for path in install_binaries(args.bin_dir, args.lib_dir):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    try:
+        paths = install_binaries(
+            args.bin_dir,
+            args.lib_dir,
+            args.python,
+            host_runtime=args.host_runtime is not None,
+            runtime_dir=pathlib.Path(args.host_runtime) if args.host_runtime else None,
+        )
+    except (OSError, closure.ClosureError, elfdeps.ElfDepsError) as exc:
+        print(f"tabby-install-cni: cannot install the plugin: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(f"installed {path}")
     doc = conflist(
         nodename=args.nodename,

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
+
+import pytest
 
 from cni import install
 
@@ -70,3 +74,80 @@ def test_install_precompiles_the_shim_so_no_exec_compiles_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "bytecode is stale for 'cni.shim'" not in done.stderr
     assert f"code object from '{pyc}'" in done.stderr
+
+
+# --- the DaemonSet's init container ------------------------------------------------------
+
+
+def test_flags_default_to_the_daemonsets_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TABBY_ETCD_ENDPOINTS", "http://10.96.232.136:6666")
+    monkeypatch.setenv("NODENAME", "kind-worker")
+    monkeypatch.setenv("CNI_MTU", "1450")
+    conf_dir = tmp_path / "net.d"
+    args = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(conf_dir)]
+    assert install.main(args) == 0
+    (tabby, _) = json.loads((conf_dir / "10-tabby.conflist").read_text())["plugins"]
+    assert tabby["etcd_endpoints"] == "http://10.96.232.136:6666"
+    assert (tabby["nodename"], tabby["mtu"]) == ("kind-worker", 1450)
+    # A flag beats the environment.
+    assert install.main([*args, "--etcd-endpoints", "http://10.0.0.9:2379"]) == 0
+    (tabby, _) = json.loads((conf_dir / "10-tabby.conflist").read_text())["plugins"]
+    assert tabby["etcd_endpoints"] == "http://10.0.0.9:2379"
+
+
+def test_bad_cni_mtu_is_a_usage_error_naming_the_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNI_MTU", "jumbo")
+    with pytest.raises(SystemExit) as exit_info:
+        install.main(["--bin-dir", str(tmp_path / "b"), "--conf-dir", str(tmp_path / "n")])
+    assert exit_info.value.code == 2
+    assert "--mtu: invalid int value: 'jumbo'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def scratch():
+    """A temp dir removed right after the test: each runtime copy is 13-30 MB."""
+    d = tempfile.mkdtemp(prefix="tcnh-")
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_host_runtime_goes_beside_the_bin_dir_and_its_launchers_run(scratch):
+    bin_dir = scratch / "opt/cni/bin"
+    args = ["--bin-dir", str(bin_dir), "--conf-dir", str(scratch / "etc/cni/net.d")]
+    assert install.main([*args, "--host-runtime"]) == 0
+    (rt,) = (scratch / "opt/cni/tabby").iterdir()
+    for name in ("tabby", "tabby-ipam"):
+        text = (bin_dir / name).read_text()
+        assert text.startswith("#!/bin/sh\n") and f'r="$d/../tabby/{rt.name}"' in text
+        done = subprocess.run(
+            [str(bin_dir / name)],
+            input=b'{"cniVersion": "1.0.0"}',
+            env={"CNI_COMMAND": "VERSION"},
+            capture_output=True,
+        )
+        assert done.returncode == 0 and json.loads(done.stdout)["cniVersion"] == "1.0.0"
+    assert (scratch / "etc/cni/net.d/10-tabby.conflist").exists()
+
+
+def test_daemonset_installs_the_host_runtime_beside_the_host_bin_dir():
+    """The launchers find the runtime relatively: container and host layouts must agree."""
+    import yaml
+
+    manifest = install.default_lib_dir() / "deploy" / "manifests" / "tabby-etcd.yaml"
+    (ds,) = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    flags = dict(a.split("=", 1) for a in init["command"][1:])
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+
+    def on_host(container_path: str) -> str:
+        return host_paths[mounts[container_path]]
+
+    assert on_host(flags["--bin-dir"]) == "/opt/cni/bin"
+    assert on_host(flags["--host-runtime"]) == "/opt/cni/tabby"
+    assert os.path.relpath(flags["--host-runtime"], flags["--bin-dir"]) == os.path.relpath(
+        "/opt/cni/tabby", "/opt/cni/bin"
+    )

@@ -8,7 +8,9 @@ node-local service (``cni/service.py``, wire format in ``cni/protocol.py``) and
 prints the reply. VERSION, malformed input and error replies take the slow path
 through ``cni.config`` (still standard library only). With no service listening it
 runs the same handler in-process (slower: it has to import the datastore client and
-netlink), so the plugin works on a node where the service is not running yet.
+netlink), so the plugin works on a node where the service is not running yet. The
+self-contained host runtime (``cni/hostinstall``) has no such fallback (no pip packages
+on the host): there it answers "try again later" until the service is up.
 """
 
 from __future__ import annotations
@@ -191,8 +193,24 @@ def cni_environ() -> dict[str, str]:
     return out
 
 
-def run(role: str, environ: dict[str, str], stdin: str) -> Reply:
-    """Everything but the process I/O, so tests can drive it without exec."""
+def _no_service(sock_path: str, exc: OSError, raw: object) -> Reply:
+    """Error 11 where the handler cannot run in-process: the runtime retries the call."""
+    reason = "no socket" if isinstance(exc, FileNotFoundError) else "nothing listening"
+    return _error(
+        11,
+        f"the tabby CNI service is not running ({reason} at {sock_path}):"
+        " the tabby-node pod on this node is not running (yet)",
+        str(exc),
+        raw,
+    )
+
+
+def run(role: str, environ: dict[str, str], stdin: str, *, fallback: bool = True) -> Reply:
+    """Everything but the process I/O, so tests can drive it without exec.
+
+    ``fallback``: with no service listening, run the handler in this process; False
+    where only the standard library is at hand (the host runtime).
+    """
     env = {k: environ[k] for k in ENV_KEYS if k in environ}
     raw: object = None
     if env.get("CNI_COMMAND") in FAST_COMMANDS:
@@ -213,7 +231,9 @@ def run(role: str, environ: dict[str, str], stdin: str) -> Reply:
     timeout = BASE_TIMEOUT_SECONDS + (wait if type(wait) is int else 0)
     try:
         return call(sock_path, encode_request(role, env, stdin), timeout)
-    except (FileNotFoundError, ConnectionRefusedError):
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        if not fallback:
+            return _no_service(sock_path, exc, raw)
         return _in_process(role, env, stdin)
     except BrokenOff as exc:
         return _error(11, "the tabby CNI service did not answer", str(exc), raw)
@@ -221,7 +241,7 @@ def run(role: str, environ: dict[str, str], stdin: str) -> Reply:
         return _error(11, f"cannot reach the tabby CNI service at {sock_path}", str(exc), raw)
 
 
-def main() -> int:
+def main(*, fallback: bool = True) -> int:
     """Run the command and end the process: it returns only if the output cannot be flushed.
 
     Once the reply is written and flushed nothing is left to clean up, so the process
@@ -231,7 +251,7 @@ def main() -> int:
         stdin = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     except OSError:
         stdin = ""
-    reply = run(_role(sys.argv[0]), cni_environ(), stdin)
+    reply = run(_role(sys.argv[0]), cni_environ(), stdin, fallback=fallback)
     try:
         if reply.stdout:
             out = reply.stdout if reply.stdout.endswith("\n") else reply.stdout + "\n"
