@@ -213,7 +213,10 @@ class Netns:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as out:
             popen = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, *argv],
+                # Killed with the thread that spawned it if the test process dies
+                # (a Bazel timeout's SIGKILL skips teardown): no orphans with parent 1.
+                # So spawn from a long-lived thread (the main thread), never a worker.
+                ["setpriv", "--pdeathsig", "KILL", "--", "ip", "netns", "exec", self.netns, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
