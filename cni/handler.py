@@ -25,9 +25,9 @@ from cni import config, errors, felix_wait, names, netns, plumbing, protocol, wo
 from cni import result as cniresult
 from cni.config import Invocation, NetConf
 from cni.errors import CNIError
-from cni.etcdconn import FastEtcdStore
 from datastore import keys
 from datastore.api import DatastoreError, KeyValue, KVStore, Unavailable
+from datastore.etcd import EtcdStore
 from ipam import errors as ipam_errors
 from ipam.block import AllocationBlock
 from ipam.blockcache import BlockCache
@@ -44,7 +44,7 @@ class Backends:
 
     def __init__(self, kv_factory: Callable[[NetConf], KVStore] | None = None) -> None:
         self._kv_factory = kv_factory or (
-            lambda c: FastEtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
+            lambda c: EtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
         )
         self._stores: dict[tuple[tuple[str, ...], float], KVStore] = {}
         # One per store: this process's pods share their node's blocks (ipam/blockcache.py).

@@ -452,3 +452,29 @@ def test_stale_snapshot_handle_costs_a_retry_never_a_lost_count(kv):
     assert sum(counts.values()) == 2
     assert sorted(client.release_by_handle("net.c3")) == sorted(["10.67.0.9", str(res.ipv4[0].ip)])
     assert kv.get(handle_key("net.c3")) is None
+
+
+def test_snapshot_on_etcd_is_one_round_trip_and_assigns_like_without(etcd_server):  # noqa: F811
+    """``EtcdStore.read_many``: config, pools, affinities, handle and extras in one txn."""
+    store = EtcdStore([etcd_server.endpoint])
+    try:
+        wipe(store)
+        put_pool(store, "snap", "10.68.0.0/16", 26)
+        calls: list[str] = []
+        original = store._request
+
+        def counted(path: str, body: dict) -> dict:
+            calls.append(path)
+            return original(path, body)
+
+        store._request = counted  # type: ignore[method-assign]
+        client = IPAMClient(store)
+        snap, (node,) = client.snapshot("node-f", "net.f1", ["/registry/nodes/node-f"])
+        assert calls == ["/v3/kv/txn"] and node is None
+        res = client.auto_assign(_req("net.f1", node="node-f"), snap)
+        assert res.ipv4 == [ipaddress.IPv4Interface("10.68.0.0/26")]
+        got = store.get(handle_key("net.f1"))
+        assert got is not None and json.loads(got.value)["block"] == {"10.68.0.0/26": 1}
+        assert client.release_by_handle("net.f1") == ["10.68.0.0"]
+    finally:
+        store.close()
