@@ -492,8 +492,9 @@ class EtcdStore:
 class EtcdWatch:
     """One streaming ``/v3/watch`` on its own socket, read with a small HTTP/1.1 decoder.
 
-    ``http.client`` cannot be woken from another thread, so the stream is read from a
-    raw socket: ``cancel()`` shuts the socket down and the reader returns at once.
+    Not a pooled ``_Conn``: the stream never ends, is decoded as it arrives, and must
+    be woken from another thread: ``cancel()`` shuts the socket down and the reader
+    returns at once.
     """
 
     def __init__(self, store: EtcdStore, prefix: str, start_revision: int) -> None:
