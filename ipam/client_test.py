@@ -13,9 +13,8 @@ import pytest
 
 from datastore.api import Unavailable
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer, etcd_server  # noqa: F401 (pytest fixture)
+from datastore.etcd_fixture import EtcdServer
 from datastore.keys import IPAM_AFFINITIES, IPAM_BLOCKS, affinity_key, block_key, handle_key
-from datastore.memory import MemoryStore
 from ipam.block import AllocationBlock
 from ipam.client import AutoAssignRequest, IPAMClient
 from ipam.errors import (
@@ -29,18 +28,7 @@ from ipam.errors import (
 )
 from ipam.testing import RacingStore, put_ipam_config, put_pool, wipe
 
-
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request):
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
-        wipe(store)
-    try:
-        yield store
-    finally:
-        store.close()
+pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]  # etcd_server, kv
 
 
 def _req(handle: str, node: str = "node-a", **kw) -> AutoAssignRequest:
@@ -454,7 +442,7 @@ def test_stale_snapshot_handle_costs_a_retry_never_a_lost_count(kv):
     assert kv.get(handle_key("net.c3")) is None
 
 
-def test_snapshot_on_etcd_is_one_round_trip_and_assigns_like_without(etcd_server):  # noqa: F811
+def test_snapshot_on_etcd_is_one_round_trip_and_assigns_like_without(etcd_server):
     """``EtcdStore.read_many``: config, pools, affinities, handle and extras in one txn."""
     store = EtcdStore([etcd_server.endpoint])
     try:

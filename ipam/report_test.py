@@ -6,29 +6,16 @@ import json
 
 import pytest
 
-from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from datastore.keys import affinity_key, block_key, handle_key
-from datastore.memory import MemoryStore
 from ipam.client import AutoAssignRequest, IPAMClient
 from ipam.errors import InvalidRequest
 from ipam.report import CountMismatch, LeakedAllocation, OrphanBlock, check, release_ip, show
-from ipam.testing import put_pool, put_resource, wipe
+from ipam.testing import put_pool, put_resource
 
 NET = "k8s-pod-network"
 
 
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request):
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
-        wipe(store)
-    try:
-        yield store
-    finally:
-        store.close()
+pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]  # etcd_server, kv
 
 
 def _node(kv, name: str) -> None:
