@@ -12,10 +12,7 @@ import pytest
 from cni import names, plumbing, testutil
 from cni.testutil import ip, ns_path
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
-    reason="needs root for network namespaces",
-)
+pytestmark = testutil.needs_root
 
 V4 = ipaddress.IPv4Interface("10.77.3.5/26")
 V6 = ipaddress.IPv6Interface("fd77::3:5/122")
