@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass
 
 from cni import netns
-from cni.rtnl import IFA_F_NODAD, RTPROT_STATIC, Rtnl, RtnlError
+from cni.rtnl import IFA_F_NODAD, Rtnl, RtnlError
 from felix.netlink.codec import Route
+from felix.netlink.constants import RT_SCOPE_LINK, RTPROT_STATIC
 
 log = logging.getLogger(__name__)
 
 GATEWAY_V4 = "169.254.1.1"
-RT_SCOPE_LINK = 253
 LINK_LOCAL_WAIT_SECONDS = 3.0
 DEFAULT_MTU = 1500
 ENODEV = errno.ENODEV
