@@ -300,6 +300,50 @@ class _Background:
         return self._error
 
 
+def _read_for_add(
+    conf: NetConf, kv: KVStore, ipam: IPAMClient, att: Attachment
+) -> tuple[workload.PodInfo | None, Snapshot | None, dict[str, str] | None]:
+    """What ADD reads before it writes: (pod metadata, IPAM snapshot, node labels).
+
+    With tabby-ipam it is one round trip (etcd: one read-only transaction): the pod's
+    endpoint template, the node's labels, IPAM config, pools, this node's affinities
+    and the handle record. A delegated IPAM needs only the template.
+    """
+    template_key = workload.endpoint_key(att.wep_name, att.namespace)
+    snapshot: Snapshot | None = None
+    node_labels: dict[str, str] | None = None
+    if conf.ipam.type != config.IPAM_TYPE:
+        try:
+            pod_kv = kv.get(template_key) if att.pod else None
+        except DatastoreError as exc:
+            raise _datastore_error(exc, "reading the pod's endpoint template") from None
+    else:
+        node_key = keys.resource_key("nodes", conf.nodename)
+        try:
+            snapshot, (pod_kv, node_kv) = ipam.snapshot(
+                conf.nodename, att.handle, [template_key, node_key]
+            )
+        except (ipam_errors.IPAMError, DatastoreError) as exc:
+            raise _ipam_error(exc) from None
+        node_labels = _labels_of(node_kv)
+        if not att.pod:
+            pod_kv = None  # only a Kubernetes pod has a template
+    try:
+        return workload.pod_info_from(pod_kv), snapshot, node_labels
+    except (ValidationError, ValueError) as exc:
+        raise _datastore_error(exc, "reading the pod's endpoint template") from None
+
+
+def _host_addresses(
+    prev: cniresult.Result,
+) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv6Interface]]:
+    """A delegated IPAM's addresses as the pod gets them: /32 and /128."""
+    addrs = cniresult.addresses_of(prev, None)
+    v4 = [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs if a.version == 4]
+    v6 = [ipaddress.IPv6Interface(f"{a.ip}/128") for a in addrs if a.version == 6]
+    return v4, v6
+
+
 def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any]:
     started = time.monotonic()
     att = Attachment.of(inv, conf)
@@ -313,48 +357,9 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
     )
     delegated = conf.ipam.type != config.IPAM_TYPE
     try:
-        snapshot: Snapshot | None = None
-        node_labels: dict[str, str] | None = None
+        pod_info, snapshot, node_labels = _read_for_add(conf, kv, ipam, att)
         if delegated:
-            try:
-                key = workload.endpoint_key(att.wep_name, att.namespace)
-                pod_kv = kv.get(key) if att.pod else None
-            except DatastoreError as exc:
-                raise _datastore_error(exc, "reading the pod's endpoint template") from None
-        else:
-            # One round trip for everything ADD reads before it writes (etcd: one
-            # read-only transaction): template, node labels, IPAM config, pools,
-            # this node's affinities and the handle record.
-            try:
-                snapshot, (pod_kv, node_kv) = ipam.snapshot(
-                    conf.nodename,
-                    att.handle,
-                    [
-                        workload.endpoint_key(att.wep_name, att.namespace),
-                        keys.resource_key("nodes", conf.nodename),
-                    ],
-                )
-            except (ipam_errors.IPAMError, DatastoreError) as exc:
-                raise _ipam_error(exc) from None
-            node_labels = _labels_of(node_kv)
-            if not att.pod:
-                pod_kv = None
-        try:
-            pod_info = workload.pod_info_from(pod_kv)
-        except (ValidationError, ValueError) as exc:
-            raise _datastore_error(exc, "reading the pod's endpoint template") from None
-        if delegated:
-            prev = _delegate_ipam(inv, conf)
-            v4 = [
-                ipaddress.IPv4Interface(f"{a.ip}/32")
-                for a in cniresult.addresses_of(prev, None)
-                if a.version == 4
-            ]
-            v6 = [
-                ipaddress.IPv6Interface(f"{a.ip}/128")
-                for a in cniresult.addresses_of(prev, None)
-                if a.version == 6
-            ]
+            v4, v6 = _host_addresses(_delegate_ipam(inv, conf))
         else:
             v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info, snapshot, node_labels)
     except BaseException:
@@ -391,7 +396,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                 namespace=att.namespace,
                 node=conf.nodename,
                 orchestrator=att.orchestrator,
-                workload=att.workload if att.pod else inv.container_id,
+                workload=att.workload,
                 pod=att.pod,
                 container_id=inv.container_id,
                 endpoint=inv.ifname,

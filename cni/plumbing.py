@@ -307,11 +307,6 @@ def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> bool:
     return deleted
 
 
-def host_link_exists(host_ifname: str) -> bool:
-    with Rtnl() as nl:
-        return nl.index(host_ifname) is not None
-
-
 # --- CHECK ---------------------------------------------------------------------------
 
 
