@@ -99,6 +99,25 @@ def test_check_reports_a_removed_pod_route(node, pod):
     assert problems == ["default route via 169.254.1.1 missing in the pod"]
 
 
+def test_check_reports_a_down_interface_a_wrong_mac_and_a_missing_one(node, pod):
+    link = _setup(node, pod, [V4], [])
+    ip("link", "set", "eth0", "down", ns=pod)  # the kernel drops the pod's routes with it
+    problems = testutil.in_ns(
+        node,
+        lambda: plumbing.check(ns_path(pod), link.host_ifname, "eth0", [V4], "02:00:00:00:00:99"),
+    )
+    assert problems[:2] == [
+        "interface eth0 is down",
+        f"interface eth0 has MAC {link.pod_mac}, expected 02:00:00:00:00:99",
+    ]
+    assert "default route via 169.254.1.1 missing in the pod" in problems
+    ip("link", "del", "eth0", ns=pod)
+    problems = testutil.in_ns(
+        node, lambda: plumbing.check(ns_path(pod), link.host_ifname, "eth0", [V4])
+    )
+    assert problems == [f"interface eth0 is missing in {ns_path(pod)}"]
+
+
 def test_check_reports_a_removed_host_route(node, pod):
     link = _setup(node, pod, [V4], [])
     ip("route", "del", "10.77.3.5/32", ns=node)
