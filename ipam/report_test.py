@@ -66,10 +66,11 @@ def test_check_is_clean_when_every_allocation_has_an_endpoint(kv):
     _node(kv, "node-a")
     c = IPAMClient(kv)
     _pod(c, kv, "aa")
+    _pod(c, kv, "sandbox.2")  # container IDs may contain dots (CNI_CONTAINERID allows them)
     c.assign_ip("10.65.0.9", "vxlan-tunnel-addr-node-a", "node-a")
     rep = check(kv)
     assert rep.ok, rep
-    assert (rep.allocations_checked, rep.handles_checked, rep.blocks_checked) == (2, 2, 1)
+    assert (rep.allocations_checked, rep.handles_checked, rep.blocks_checked) == (3, 3, 1)
 
 
 def test_check_finds_leaked_handle_and_block_of_deleted_node(kv):
