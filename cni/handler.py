@@ -713,23 +713,28 @@ def handle(req: protocol.Request, backends: Backends) -> protocol.Reply:
         out = COMMANDS[(req.role, inv.command)](inv, conf, backends)
         return protocol.Reply(0, json.dumps(out) if out is not None else "")
     except CNIError as err:
-        log.warning(
-            "command failed role=%s command=%s container=%s code=%d msg=%s details=%s",
-            req.role,
-            req.env.get("CNI_COMMAND", ""),
-            req.env.get("CNI_CONTAINERID", ""),
-            err.code,
-            err.msg,
-            err.details,
-        )
-        return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
+        return _failed(req, err, raw)
     except Unavailable as exc:
-        err = CNIError(errors.TRY_AGAIN_LATER, "datastore unreachable", str(exc))
-        return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
+        unreachable = CNIError(errors.TRY_AGAIN_LATER, "datastore unreachable", str(exc))
+        return _failed(req, unreachable, raw)
     except Exception as exc:
         log.exception("unexpected failure role=%s env=%s", req.role, req.env)
         err = CNIError(errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
         return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
+
+
+def _failed(req: protocol.Request, err: CNIError, raw: dict[str, Any] | None) -> protocol.Reply:
+    """Log the failure for the operator; the reply carries the spec's error JSON."""
+    log.warning(
+        "command failed role=%s command=%s container=%s code=%d msg=%s details=%s",
+        req.role,
+        req.env.get("CNI_COMMAND", ""),
+        req.env.get("CNI_CONTAINERID", ""),
+        err.code,
+        err.msg,
+        err.details,
+    )
+    return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
 
 
 def _version_of(raw: dict[str, Any] | None) -> str:
