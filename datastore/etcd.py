@@ -118,6 +118,11 @@ class _Retryable(Exception):
         self.reason = reason
 
 
+class _Ambiguous(Exception):
+    """etcd took the request and its answer broke off: it may have run. Sent nowhere
+    again (another endpoint would apply a write twice); the caller sees ``Unavailable``."""
+
+
 class _Conn:
     """One kept-alive HTTP/1.1 connection: a socket and the bytes read past a response."""
 
@@ -140,7 +145,7 @@ class _Conn:
 
         ``ConnectionResetError`` only when etcd sent nothing back (the request may be
         re-sent on a fresh socket); a response broken off after its status line is
-        ``_Retryable``, because the request ran or may have run.
+        ``_Ambiguous``, because the request ran or may have run.
         """
         if self.sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
@@ -160,7 +165,7 @@ class _Conn:
             return int(parts[1]), self._body()
         except ConnectionResetError:
             self.close()
-            raise _Retryable("connection closed by etcd in the middle of a response") from None
+            raise _Ambiguous("connection closed by etcd in the middle of a response") from None
 
     def _fill(self) -> None:
         assert self.sock is not None
@@ -285,6 +290,10 @@ class EtcdStore:
                 continue
             try:
                 result = attempt(idx, deadline)
+            except _Ambiguous as e:
+                raise Unavailable(
+                    f"etcd at {url} {what}: {e}; it may or may not have been applied"
+                ) from None
             except _Retryable as e:
                 log.debug("etcd endpoint failed endpoint=%s what=%s reason=%s", url, what, e)
                 errors.append((url, e.reason))
