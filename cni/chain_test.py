@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 
 import pytest
 
-from cni import install, testutil
+from cni import testutil
 from cni.testutil import ip, ns_path
 from datastore import keys
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from ipam.testing import put_pool
 
 BRIDGE = "/usr/lib/cni/bridge"
 
+pytest_plugins = ["datastore.etcd_fixture", "cni.testutil"]  # etcd_server, bin_dir
 pytestmark = [
-    pytest.mark.skipif(
-        subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
-        reason="needs root for network namespaces",
-    ),
+    testutil.needs_root,
     pytest.mark.skipif(
         not os.access(BRIDGE, os.X_OK), reason="containernetworking-plugins not installed"
     ),
@@ -29,12 +25,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def node(etcd_server, tmp_path):  # noqa: F811
+def node(etcd_server, bin_dir, tmp_path):
     kv = EtcdStore([etcd_server.endpoint], timeout=5)
     put_pool(kv, "pool-bridge", "10.76.0.0/24", 26)
-    bin_dir = tmp_path / "bin"
-    install.install_binaries(bin_dir)
-    n = testutil.Node(etcd_server.client_port, str(bin_dir), str(tmp_path))
+    n = testutil.Node(etcd_server.client_port, bin_dir, str(tmp_path))
     try:
         yield n, kv
     finally:

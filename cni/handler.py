@@ -25,9 +25,9 @@ from cni import config, errors, felix_wait, names, netns, plumbing, protocol, wo
 from cni import result as cniresult
 from cni.config import Invocation, NetConf
 from cni.errors import CNIError
-from cni.etcdconn import FastEtcdStore
 from datastore import keys
 from datastore.api import DatastoreError, KeyValue, KVStore, Unavailable
+from datastore.etcd import EtcdStore
 from ipam import errors as ipam_errors
 from ipam.block import AllocationBlock
 from ipam.blockcache import BlockCache
@@ -44,7 +44,7 @@ class Backends:
 
     def __init__(self, kv_factory: Callable[[NetConf], KVStore] | None = None) -> None:
         self._kv_factory = kv_factory or (
-            lambda c: FastEtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
+            lambda c: EtcdStore(list(c.etcd_endpoints), c.etcd_timeout_seconds)
         )
         self._stores: dict[tuple[tuple[str, ...], float], KVStore] = {}
         # One per store: this process's pods share their node's blocks (ipam/blockcache.py).
@@ -300,6 +300,50 @@ class _Background:
         return self._error
 
 
+def _read_for_add(
+    conf: NetConf, kv: KVStore, ipam: IPAMClient, att: Attachment
+) -> tuple[workload.PodInfo | None, Snapshot | None, dict[str, str] | None]:
+    """What ADD reads before it writes: (pod metadata, IPAM snapshot, node labels).
+
+    With tabby-ipam it is one round trip (etcd: one read-only transaction): the pod's
+    endpoint template, the node's labels, IPAM config, pools, this node's affinities
+    and the handle record. A delegated IPAM needs only the template.
+    """
+    template_key = workload.endpoint_key(att.wep_name, att.namespace)
+    snapshot: Snapshot | None = None
+    node_labels: dict[str, str] | None = None
+    if conf.ipam.type != config.IPAM_TYPE:
+        try:
+            pod_kv = kv.get(template_key) if att.pod else None
+        except DatastoreError as exc:
+            raise _datastore_error(exc, "reading the pod's endpoint template") from None
+    else:
+        node_key = keys.resource_key("nodes", conf.nodename)
+        try:
+            snapshot, (pod_kv, node_kv) = ipam.snapshot(
+                conf.nodename, att.handle, [template_key, node_key]
+            )
+        except (ipam_errors.IPAMError, DatastoreError) as exc:
+            raise _ipam_error(exc) from None
+        node_labels = _labels_of(node_kv)
+        if not att.pod:
+            pod_kv = None  # only a Kubernetes pod has a template
+    try:
+        return workload.pod_info_from(pod_kv), snapshot, node_labels
+    except (ValidationError, ValueError) as exc:
+        raise _datastore_error(exc, "reading the pod's endpoint template") from None
+
+
+def _host_addresses(
+    prev: cniresult.Result,
+) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv6Interface]]:
+    """A delegated IPAM's addresses as the pod gets them: /32 and /128."""
+    addrs = cniresult.addresses_of(prev, None)
+    v4 = [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs if a.version == 4]
+    v6 = [ipaddress.IPv6Interface(f"{a.ip}/128") for a in addrs if a.version == 6]
+    return v4, v6
+
+
 def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any]:
     started = time.monotonic()
     att = Attachment.of(inv, conf)
@@ -313,48 +357,9 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
     )
     delegated = conf.ipam.type != config.IPAM_TYPE
     try:
-        snapshot: Snapshot | None = None
-        node_labels: dict[str, str] | None = None
+        pod_info, snapshot, node_labels = _read_for_add(conf, kv, ipam, att)
         if delegated:
-            try:
-                key = workload.endpoint_key(att.wep_name, att.namespace)
-                pod_kv = kv.get(key) if att.pod else None
-            except DatastoreError as exc:
-                raise _datastore_error(exc, "reading the pod's endpoint template") from None
-        else:
-            # One round trip for everything ADD reads before it writes (etcd: one
-            # read-only transaction): template, node labels, IPAM config, pools,
-            # this node's affinities and the handle record.
-            try:
-                snapshot, (pod_kv, node_kv) = ipam.snapshot(
-                    conf.nodename,
-                    att.handle,
-                    [
-                        workload.endpoint_key(att.wep_name, att.namespace),
-                        keys.resource_key("nodes", conf.nodename),
-                    ],
-                )
-            except (ipam_errors.IPAMError, DatastoreError) as exc:
-                raise _ipam_error(exc) from None
-            node_labels = _labels_of(node_kv)
-            if not att.pod:
-                pod_kv = None
-        try:
-            pod_info = workload.pod_info_from(pod_kv)
-        except (ValidationError, ValueError) as exc:
-            raise _datastore_error(exc, "reading the pod's endpoint template") from None
-        if delegated:
-            prev = _delegate_ipam(inv, conf)
-            v4 = [
-                ipaddress.IPv4Interface(f"{a.ip}/32")
-                for a in cniresult.addresses_of(prev, None)
-                if a.version == 4
-            ]
-            v6 = [
-                ipaddress.IPv6Interface(f"{a.ip}/128")
-                for a in cniresult.addresses_of(prev, None)
-                if a.version == 6
-            ]
+            v4, v6 = _host_addresses(_delegate_ipam(inv, conf))
         else:
             v4, v6 = _assign(conf, ipam, kv, att, inv, pod_info, snapshot, node_labels)
     except BaseException:
@@ -391,7 +396,7 @@ def cmd_add(inv: Invocation, conf: NetConf, backends: Backends) -> dict[str, Any
                 namespace=att.namespace,
                 node=conf.nodename,
                 orchestrator=att.orchestrator,
-                workload=att.workload if att.pod else inv.container_id,
+                workload=att.workload,
                 pod=att.pod,
                 container_id=inv.container_id,
                 endpoint=inv.ifname,
@@ -708,23 +713,28 @@ def handle(req: protocol.Request, backends: Backends) -> protocol.Reply:
         out = COMMANDS[(req.role, inv.command)](inv, conf, backends)
         return protocol.Reply(0, json.dumps(out) if out is not None else "")
     except CNIError as err:
-        log.warning(
-            "command failed role=%s command=%s container=%s code=%d msg=%s details=%s",
-            req.role,
-            req.env.get("CNI_COMMAND", ""),
-            req.env.get("CNI_CONTAINERID", ""),
-            err.code,
-            err.msg,
-            err.details,
-        )
-        return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
+        return _failed(req, err, raw)
     except Unavailable as exc:
-        err = CNIError(errors.TRY_AGAIN_LATER, "datastore unreachable", str(exc))
-        return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
+        unreachable = CNIError(errors.TRY_AGAIN_LATER, "datastore unreachable", str(exc))
+        return _failed(req, unreachable, raw)
     except Exception as exc:
         log.exception("unexpected failure role=%s env=%s", req.role, req.env)
         err = CNIError(errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
         return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
+
+
+def _failed(req: protocol.Request, err: CNIError, raw: dict[str, Any] | None) -> protocol.Reply:
+    """Log the failure for the operator; the reply carries the spec's error JSON."""
+    log.warning(
+        "command failed role=%s command=%s container=%s code=%d msg=%s details=%s",
+        req.role,
+        req.env.get("CNI_COMMAND", ""),
+        req.env.get("CNI_CONTAINERID", ""),
+        err.code,
+        err.msg,
+        err.details,
+    )
+    return protocol.Reply(err.code, json.dumps(err.to_json(_version_of(raw))))
 
 
 def _version_of(raw: dict[str, Any] | None) -> str:

@@ -14,21 +14,19 @@ import subprocess
 
 import pytest
 
-from cni import install, testutil
+from cni import testutil
 from cni.testutil import ip, ns_path
 from datastore import keys
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
+from datastore.etcd_fixture import free_port
 from ipam.testing import put_pool
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
-    reason="needs root for network namespaces",
-)
+pytest_plugins = ["datastore.etcd_fixture", "cni.testutil"]  # etcd_server, bin_dir
+pytestmark = testutil.needs_root
 
 
 @pytest.fixture(scope="module")
-def kv(etcd_server):  # noqa: F811
+def kv(etcd_server):
     store = EtcdStore([etcd_server.endpoint], timeout=5)
     put_pool(store, "pool-a", "10.77.0.0/24", 26)
     put_pool(store, "pool-v6", "fd77::/120", 122)
@@ -36,15 +34,8 @@ def kv(etcd_server):  # noqa: F811
     store.close()
 
 
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bin")
-    install.install_binaries(d)
-    return str(d)
-
-
 @pytest.fixture
-def node(etcd_server, kv, bin_dir, tmp_path):  # noqa: F811
+def node(etcd_server, kv, bin_dir, tmp_path):
     n = testutil.Node(etcd_server.client_port, bin_dir, str(tmp_path))
     try:
         n.start_service()
@@ -130,7 +121,7 @@ def test_check_needs_0_4_0_and_a_prev_result(node, pod):
 
 
 def test_unreachable_datastore_is_11_on_add_and_50_on_status(node, pod):
-    dead = f"http://127.0.0.1:{testutil.free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     conf = node.conf(etcd_endpoints=dead, etcd_timeout_seconds=1)
     rc, out, _ = node.run("ADD", conf, container_id=cid(), netns_path=ns_path(pod))
     assert rc == 11 and out["code"] == 11 and "datastore unreachable" in out["msg"]

@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass
 
 from cni import netns
-from cni.rtnl import IFA_F_NODAD, RTPROT_STATIC, Rtnl, RtnlError
+from cni.rtnl import IFA_F_NODAD, Link, Rtnl, RtnlError
 from felix.netlink.codec import Route
+from felix.netlink.constants import RT_SCOPE_LINK, RTPROT_STATIC
 
 log = logging.getLogger(__name__)
 
 GATEWAY_V4 = "169.254.1.1"
-RT_SCOPE_LINK = 253
 LINK_LOCAL_WAIT_SECONDS = 3.0
 DEFAULT_MTU = 1500
 ENODEV = errno.ENODEV
@@ -307,31 +307,30 @@ def teardown(netns_path: str, host_ifname: str, pod_ifname: str) -> bool:
     return deleted
 
 
-def host_link_exists(host_ifname: str) -> bool:
-    with Rtnl() as nl:
-        return nl.index(host_ifname) is not None
-
-
 # --- CHECK ---------------------------------------------------------------------------
 
 
-def _pod_state(pod_ifname: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class _PodState:
+    """The pod interface as CHECK finds it (read inside the pod's namespace)."""
+
+    link: Link
+    addrs: set[str]  # "<ip>/<prefixlen>", link-local excluded
+    routes: list[tuple[str, str]]  # (dst, gateway or "") through the interface
+
+
+def _pod_state(pod_ifname: str) -> _PodState | None:
     with Rtnl() as nl:
         link = nl.link(name=pod_ifname)
         if link is None:
-            return {"exists": False}
+            return None
         addrs = {f"{a}/{plen}" for a, plen in nl.addrs(link.index) if not a.startswith("fe80:")}
-        routes = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for r in nl.routes(family, oif=link.index):
-                routes.append((r.dst, r.gateway or ""))
-        return {
-            "exists": True,
-            "up": link.up,
-            "mac": link.mac,
-            "addrs": addrs,
-            "routes": routes,
-        }
+        routes = [
+            (r.dst, r.gateway or "")
+            for family in (socket.AF_INET, socket.AF_INET6)
+            for r in nl.routes(family, oif=link.index)
+        ]
+        return _PodState(link, addrs, routes)
 
 
 def check(
@@ -347,23 +346,21 @@ def check(
         state = netns.run_in(netns_path, lambda: _pod_state(pod_ifname))
     except netns.NetnsGone as exc:
         return [str(exc)]
-    if not state["exists"]:
+    if state is None:
         return [f"interface {pod_ifname} is missing in {netns_path}"]
-    if not state["up"]:
+    if not state.link.up:
         problems.append(f"interface {pod_ifname} is down")
-    if pod_mac and str(state["mac"]).lower() != pod_mac.lower():
-        problems.append(f"interface {pod_ifname} has MAC {state['mac']}, expected {pod_mac}")
-    have_addrs = state["addrs"]
-    routes = state["routes"]
-    dsts = {dst for dst, _ in routes}
+    if pod_mac and state.link.mac.lower() != pod_mac.lower():
+        problems.append(f"interface {pod_ifname} has MAC {state.link.mac}, expected {pod_mac}")
+    dsts = {dst for dst, _ in state.routes}
     for addr in addresses:
         plen = 32 if addr.version == 4 else 128
-        if f"{addr.ip}/{plen}" not in have_addrs:  # type: ignore[operator]
+        if f"{addr.ip}/{plen}" not in state.addrs:
             problems.append(f"address {addr.ip}/{plen} missing on {pod_ifname}")
     if any(a.version == 4 for a in addresses):
         if f"{GATEWAY_V4}/32" not in dsts:
             problems.append(f"route {GATEWAY_V4}/32 dev {pod_ifname} missing in the pod")
-        if ("0.0.0.0/0", GATEWAY_V4) not in routes:  # type: ignore[operator]
+        if ("0.0.0.0/0", GATEWAY_V4) not in state.routes:
             problems.append(f"default route via {GATEWAY_V4} missing in the pod")
     if any(a.version == 6 for a in addresses) and "::/0" not in dsts:
         problems.append("IPv6 default route missing in the pod")

@@ -12,10 +12,7 @@ import pytest
 from cni import names, plumbing, testutil
 from cni.testutil import ip, ns_path
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
-    reason="needs root for network namespaces",
-)
+pytestmark = testutil.needs_root
 
 V4 = ipaddress.IPv4Interface("10.77.3.5/26")
 V6 = ipaddress.IPv6Interface("fd77::3:5/122")
@@ -100,6 +97,25 @@ def test_check_reports_a_removed_pod_route(node, pod):
         node, lambda: plumbing.check(ns_path(pod), link.host_ifname, "eth0", [V4])
     )
     assert problems == ["default route via 169.254.1.1 missing in the pod"]
+
+
+def test_check_reports_a_down_interface_a_wrong_mac_and_a_missing_one(node, pod):
+    link = _setup(node, pod, [V4], [])
+    ip("link", "set", "eth0", "down", ns=pod)  # the kernel drops the pod's routes with it
+    problems = testutil.in_ns(
+        node,
+        lambda: plumbing.check(ns_path(pod), link.host_ifname, "eth0", [V4], "02:00:00:00:00:99"),
+    )
+    assert problems[:2] == [
+        "interface eth0 is down",
+        f"interface eth0 has MAC {link.pod_mac}, expected 02:00:00:00:00:99",
+    ]
+    assert "default route via 169.254.1.1 missing in the pod" in problems
+    ip("link", "del", "eth0", ns=pod)
+    problems = testutil.in_ns(
+        node, lambda: plumbing.check(ns_path(pod), link.host_ifname, "eth0", [V4])
+    )
+    assert problems == [f"interface eth0 is missing in {ns_path(pod)}"]
 
 
 def test_check_reports_a_removed_host_route(node, pod):

@@ -19,16 +19,19 @@ import struct
 from dataclasses import dataclass
 
 from felix.netlink.codec import (
+    IFINFOMSG,
     NLMSGHDR,
     RTATTR,
-    RTMSG,
+    U32,
     Route,
     iter_messages,
     pack_route,
+    pack_route_dump,
     parse_error,
     parse_route,
 )
 from felix.netlink.constants import (
+    IFLA_IFNAME,
     NETLINK_CAP_ACK,
     NETLINK_EXT_ACK,
     NETLINK_GET_STRICT_CHK,
@@ -42,20 +45,18 @@ from felix.netlink.constants import (
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
-    RTA_TABLE,
-    RTM_GETROUTE,
+    RTM_GETLINK,
+    RTM_NEWLINK,
     RTM_NEWROUTE,
     SOL_NETLINK,
 )
 
-# include/uapi/linux/rtnetlink.h, if_link.h, if_addr.h, veth.h (kernel spelling).
-RTM_NEWLINK = 16
+# What felix.netlink (routes only) does not define: links, addresses, veth
+# (include/uapi/linux/rtnetlink.h, if_link.h, if_addr.h, veth.h; kernel spelling).
 RTM_DELLINK = 17
-RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_LINKINFO = 18
 IFLA_NET_NS_FD = 28
@@ -67,11 +68,8 @@ IFA_LOCAL = 2
 IFA_F_NODAD = 0x02
 IFF_UP = 0x1
 NLA_F_NESTED = 0x8000
-RTPROT_STATIC = 4  # what `ip route add` and pyroute2 write by default
 
-IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-U32 = struct.Struct("=I")
 _RECV_SIZE = 65536
 
 
@@ -330,11 +328,10 @@ class Rtnl:
     def routes(self, family: int, oif: int = 0, table: int = 254) -> list[Route]:
         """Routes of ``family`` in ``table``, those leaving through ``oif`` when given."""
         seq = self._next_seq()
-        body = RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
-        body += _u32(RTA_TABLE, table)
-        msg = NLMSGHDR.pack(16 + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
         out = []
-        for mtype, payload in self._transact(msg, seq, "list routes"):
+        for mtype, payload in self._transact(
+            pack_route_dump(seq, family, table), seq, "list routes"
+        ):
             if mtype != RTM_NEWROUTE:
                 continue
             route = parse_route(payload, 0, len(payload))

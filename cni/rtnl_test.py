@@ -15,8 +15,6 @@ from cni.rtnl import Rtnl, RtnlError
 from cni.testutil import ip
 from felix.netlink.codec import RTATTR, Route
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-
 
 def _attrs(buf: bytes, off: int) -> dict[int, bytes]:
     out = {}
@@ -63,7 +61,7 @@ def ns():
         yield name
 
 
-@needs_root
+@testutil.needs_root
 def test_veth_addresses_and_routes_reach_the_kernel(ns, tmp_path):
     pod_ns = testutil.unique()
     subprocess.run(["ip", "netns", "add", pod_ns], check=True)
@@ -106,7 +104,7 @@ def test_veth_addresses_and_routes_reach_the_kernel(ns, tmp_path):
         subprocess.run(["ip", "netns", "del", pod_ns], check=False)
 
 
-@needs_root
+@testutil.needs_root
 def test_missing_link_is_none_and_deleting_it_names_the_error(ns):
     def work() -> None:
         with Rtnl() as nl:

@@ -14,33 +14,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cni import install, testutil
+from cni import testutil
 from cni.testutil import ns_path
 from datastore import keys
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from ipam.testing import put_pool
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
-    reason="needs root for network namespaces",
-)
+pytest_plugins = ["datastore.etcd_fixture", "cni.testutil"]  # etcd_server, bin_dir
+pytestmark = testutil.needs_root
 
 
 @pytest.fixture(scope="module")
-def kv(etcd_server):  # noqa: F811
+def kv(etcd_server):
     store = EtcdStore([etcd_server.endpoint], timeout=5)
     put_pool(store, "pool-big", "10.78.0.0/24", 26)
     put_pool(store, "pool-small", "10.79.0.0/28", 30)
     yield store
     store.close()
-
-
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bin")
-    install.install_binaries(d)
-    return str(d)
 
 
 @contextlib.contextmanager
@@ -58,7 +48,7 @@ def handles(kv) -> list[str]:
 
 
 def test_100_adds_10_at_a_time_distinct_ips_gateway_reachable_then_zero_allocations(
-    etcd_server,  # noqa: F811
+    etcd_server,
     kv,
     bin_dir,
     tmp_path,
@@ -101,7 +91,7 @@ def test_100_adds_10_at_a_time_distinct_ips_gateway_reachable_then_zero_allocati
 
 
 def test_two_nodes_share_a_small_pool_without_collisions_and_exhaustion_is_101(
-    etcd_server,  # noqa: F811
+    etcd_server,
     kv,
     bin_dir,
     tmp_path,

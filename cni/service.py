@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -28,9 +29,11 @@ READ_TIMEOUT_SECONDS = 10.0
 
 
 class Service:
+    """The listening socket and the pool that serves it; ``stop()`` from any thread."""
+
     def __init__(
         self, socket_path: str, workers: int = 8, backends: handler.Backends | None = None
-    ):
+    ) -> None:
         self.socket_path = socket_path
         self.backends = backends or handler.Backends()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cni")
@@ -91,7 +94,7 @@ class Service:
             except (protocol.ProtocolError, OSError) as exc:
                 log.warning("bad request error=%s", exc)
                 err = CNIError(errors.DECODING_FAILURE, f"bad request to the CNI service: {exc}")
-                reply = protocol.Reply(err.code, _json(err.to_json(config.LATEST_VERSION)))
+                reply = protocol.Reply(err.code, json.dumps(err.to_json(config.LATEST_VERSION)))
             else:
                 reply = handler.handle(req, self.backends)
             try:
@@ -109,12 +112,6 @@ class Service:
             os.unlink(self.socket_path)
         self.backends.close()
         log.info("stopped socket=%s", self.socket_path)
-
-
-def _json(doc: object) -> str:
-    import json
-
-    return json.dumps(doc)
 
 
 def main(argv: list[str] | None = None) -> int:

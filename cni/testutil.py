@@ -1,22 +1,44 @@
-"""Test helpers: throw-away network namespaces and a loopback relay into them.
+"""Test helpers: throw-away network namespaces, a loopback relay into them, a node.
 
 Only tests import this. Every namespace gets the ``tcn-`` prefix plus random hex so
-concurrent helpers never collide, and every helper cleans up on failure too.
+concurrent helpers never collide, and every helper cleans up on failure too. Test
+modules that drive the installed executables load its ``bin_dir`` fixture with
+``pytest_plugins = ["cni.testutil"]``.
+
+(PYTEST_DONT_REWRITE: no asserts here, and test modules import it before pytest
+loads it as a plugin.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-from cni import netns
+import pytest
+
+from cni import install, netns
 
 PREFIX = "tcn-"
+T = TypeVar("T")
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+@pytest.fixture(scope="module")
+def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``tabby`` and ``tabby-ipam`` installed as ``tabby-install-cni`` installs them."""
+    d = tmp_path_factory.mktemp("bin")
+    install.install_binaries(d)
+    return str(d)
 
 
 def unique(prefix: str = PREFIX) -> str:
@@ -123,13 +145,7 @@ class Relay:
         self._thread.join(2)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def in_ns(name: str, fn):  # type: ignore[no-untyped-def]
+def in_ns(name: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` inside the named namespace (a fresh thread)."""
     return netns.run_in(ns_path(name), fn)
 
@@ -156,13 +172,11 @@ class Node:
         ns: str = "",
     ) -> None:
         """``ns``: use this existing namespace (etcd already reachable in it), no relay."""
-        import contextlib as _c
-
         self.bin_dir = bin_dir
         self.work_dir = work_dir
         self.etcd_endpoint = f"http://127.0.0.1:{etcd_port}"
         self.socket = os.path.join(work_dir, f"cni-{secrets.token_hex(3)}.sock")
-        self._stack = _c.ExitStack()
+        self._stack = contextlib.ExitStack()
         try:
             if ns:
                 self.ns = ns
@@ -178,9 +192,6 @@ class Node:
         self.service_log = os.path.join(work_dir, f"service-{self.ns}.log")
 
     def start_service(self) -> None:
-        import sys
-        import time
-
         env = {**env_without_cni(), "PYTHONPATH": LIB_DIR}
         log = open(self.service_log, "ab")  # noqa: SIM115 (the process owns it)
         self.service = subprocess.Popen(
@@ -240,8 +251,6 @@ class Node:
         cni_path: str = "",
     ) -> tuple[int, dict | None, str]:
         """(exit code, parsed stdout or None, stderr)."""
-        import json
-
         full_env = {
             **env_without_cni(),
             "CNI_COMMAND": command,

@@ -46,7 +46,8 @@ def _decode(raw: bytes) -> WorkloadEndpoint:
 
 
 def get(kv: KVStore, name: str, namespace: str) -> tuple[WorkloadEndpoint, int] | None:
-    return from_kv(kv.get(keys.resource_key(PLURAL, name, namespace)))
+    """The endpoint and its mod_revision, or None."""
+    return from_kv(kv.get(endpoint_key(name, namespace)))
 
 
 def from_kv(found: KeyValue | None) -> tuple[WorkloadEndpoint, int] | None:
@@ -59,23 +60,18 @@ def from_kv(found: KeyValue | None) -> tuple[WorkloadEndpoint, int] | None:
     return wep, found.mod_revision
 
 
-def lookup_pod(kv: KVStore, name: str, namespace: str) -> PodInfo | None:
-    """Labels and annotations of a pod, from a WorkloadEndpoint template written ahead.
-
-    The one place that knows where pod metadata comes from: today a WorkloadEndpoint
-    with the pod's endpoint name (written by the orchestrator integration or an
-    operator); a Kubernetes API lookup would go here too.
-    """
-    return pod_info_from(kv.get(endpoint_key(name, namespace)))
-
-
 def endpoint_key(name: str, namespace: str) -> str:
     """The endpoint's key (also its template's), for callers that batch reads."""
     return keys.resource_key(PLURAL, name, namespace)
 
 
 def pod_info_from(found: KeyValue | None) -> PodInfo | None:
-    """``lookup_pod``'s answer from the template's record as already read."""
+    """Labels and annotations of a pod, from the WorkloadEndpoint template as read.
+
+    The one place that knows where pod metadata comes from: today a WorkloadEndpoint
+    with the pod's endpoint name (``endpoint_key``), written ahead by the orchestrator
+    integration or an operator; a Kubernetes API lookup would go here too.
+    """
     if found is None:
         return None
     meta = _decode(found.value).metadata
@@ -85,7 +81,7 @@ def pod_info_from(found: KeyValue | None) -> PodInfo | None:
 
 def restore_template(kv: KVStore, name: str, namespace: str, info: PodInfo) -> None:
     """Undo a failed ADD's endpoint write: the template's exact bytes go back."""
-    key = keys.resource_key(PLURAL, name, namespace)
+    key = endpoint_key(name, namespace)
     current = kv.get(key)
     if current is None:
         kv.create(key, info.template)

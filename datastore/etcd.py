@@ -5,10 +5,17 @@ and importing grpc plus generated etcd stubs costs more than the whole call. The
 gateway (``POST /v3/kv/...``, streaming ``/v3/watch``) takes base64 keys and values
 and decimal-string int64s, and every etcd 3.4+ serves it on the client port.
 
+Why a small HTTP/1.1 client of its own (``_Conn``) and not ``http.client``: the latter
+parses every response's headers with the ``email`` package, about a third of the CNI
+service's CPU per pod (docs/performance.md, "## CNI"). The gateway's answers are
+simple (status line, a few headers, a Content-Length or chunked body), read here on
+one kept-alive socket per thread and endpoint.
+
 Every write is a transaction that compares ``create_revision``/``mod_revision``, so a
 concurrent writer is never overwritten silently. Every call is bounded by the store's
 timeout across all endpoints; an unreachable etcd is ``Unavailable`` naming the
-endpoint and the reason, never a hang.
+endpoint and the reason, never a hang. A response cut off midway is ``Unavailable``
+too and is never sent again on that endpoint: the write may have run.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
-import http.client
 import json
 import logging
 import socket
@@ -50,6 +56,7 @@ _COMPACTED_TEXT = "required revision has been compacted"
 # Keys per range request when listing: bounds one response's size, and the pages are
 # read at one pinned revision so the list is still a consistent snapshot.
 _LIST_PAGE = 500
+_MAX_HEADER_BYTES = 64 * 1024
 
 
 def _b64(data: bytes) -> str:
@@ -79,7 +86,7 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
-    if isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError):
+    if isinstance(exc, BrokenPipeError):
         return "connection closed by etcd"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host ({exc.strerror})"
@@ -111,6 +118,116 @@ class _Retryable(Exception):
         self.reason = reason
 
 
+class _Ambiguous(Exception):
+    """etcd took the request and its answer broke off: it may have run. Sent nowhere
+    again (another endpoint would apply a write twice); the caller sees ``Unavailable``."""
+
+
+class _Conn:
+    """One kept-alive HTTP/1.1 connection: a socket and the bytes read past a response."""
+
+    __slots__ = ("__weakref__", "buf", "host", "port", "sock")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.buf = bytearray()
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        self.buf.clear()
+        if sock is not None:
+            sock.close()
+
+    def roundtrip(self, path: str, payload: bytes, timeout: float) -> tuple[int, bytes]:
+        """POST ``payload``; (HTTP status, body). Connects first if the socket is closed.
+
+        ``ConnectionResetError`` only when etcd sent nothing back (the request may be
+        re-sent on a fresh socket); a response broken off after its status line is
+        ``_Ambiguous``, because the request ran or may have run.
+        """
+        if self.sock is None:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = sock
+        self.sock.settimeout(timeout)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode("ascii")
+        self.sock.sendall(head + payload)
+        status_line = self._line()
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise _Retryable(f"bad status line from etcd: {status_line[:80]!r}")
+        try:
+            return int(parts[1]), self._body()
+        except ConnectionResetError:
+            self.close()
+            raise _Ambiguous("connection closed by etcd in the middle of a response") from None
+
+    def _fill(self) -> None:
+        assert self.sock is not None
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("connection closed by etcd")
+        self.buf += data
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def _line(self) -> bytes:
+        while True:
+            end = self.buf.find(b"\r\n")
+            if end >= 0:
+                out = bytes(self.buf[:end])
+                del self.buf[: end + 2]
+                return out
+            if len(self.buf) > _MAX_HEADER_BYTES:
+                raise _Retryable("response header too long")
+            self._fill()
+
+    def _body(self) -> bytes:
+        """The headers after the status line, then the body in whichever framing etcd chose."""
+        length = -1
+        chunked = close = False
+        while line := self._line():
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value.strip())
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower()
+        if chunked:
+            body = self._chunked_body()
+        elif length >= 0:
+            body = self._take(length)
+        else:  # no length: the body runs to the end of the connection
+            with contextlib.suppress(ConnectionResetError):
+                while True:
+                    self._fill()
+            body, close = bytes(self.buf), True
+        if close:
+            self.close()
+        return body
+
+    def _chunked_body(self) -> bytes:
+        pieces = []
+        while size := int(self._line().split(b";")[0].strip() or b"0", 16):
+            pieces.append(self._take(size))
+            self._take(2)  # the CRLF after each chunk
+        while self._line():  # trailers, then the empty line
+            pass
+        return b"".join(pieces)
+
+
 def _kv(doc: dict) -> KeyValue:
     return KeyValue(
         key=_unb64(doc.get("key")).decode(),
@@ -135,7 +252,8 @@ class EtcdStore:
         self.timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
+        # Weak: a thread's connections go (and their sockets close) when the thread ends.
+        self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._watches: weakref.WeakSet[EtcdWatch] = weakref.WeakSet()
         self._preferred = 0  # the endpoint that answered last; tried first
 
@@ -172,6 +290,10 @@ class EtcdStore:
                 continue
             try:
                 result = attempt(idx, deadline)
+            except _Ambiguous as e:
+                raise Unavailable(
+                    f"etcd at {url} {what}: {e}; it may or may not have been applied"
+                ) from None
             except _Retryable as e:
                 log.debug("etcd endpoint failed endpoint=%s what=%s reason=%s", url, what, e)
                 errors.append((url, e.reason))
@@ -190,15 +312,14 @@ class EtcdStore:
 
         return self._failover(attempt, path)
 
-    def _conn(self, idx: int) -> http.client.HTTPConnection:
-        conns: dict[int, http.client.HTTPConnection] | None = getattr(self._local, "conns", None)
+    def _conn(self, idx: int) -> _Conn:
+        conns: dict[int, _Conn] | None = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         conn = conns.get(idx)
         if conn is None:
             ep = self._endpoints[idx]
-            conn = http.client.HTTPConnection(ep.host, ep.port, timeout=self.timeout)
-            conns[idx] = conn
+            conn = conns[idx] = _Conn(ep.host, ep.port)
             with self._lock:
                 self._conns.add(conn)
         return conn
@@ -213,24 +334,14 @@ class EtcdStore:
             if remaining <= 0:
                 conn.close()
                 raise _Retryable("timed out")
-            conn.timeout = remaining
-            if conn.sock is not None:
-                conn.sock.settimeout(remaining)
             try:
-                conn.request("POST", path, payload, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-                return resp.status, data
-            except (
-                http.client.RemoteDisconnected,
-                ConnectionResetError,
-                BrokenPipeError,
-            ) as e:
+                return conn.roundtrip(path, payload, remaining)
+            except (ConnectionResetError, BrokenPipeError) as e:
                 conn.close()
                 if reused and attempt == 0:
                     continue
                 raise _Retryable(_reason(e)) from e
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, ValueError) as e:  # ValueError: a malformed length or chunk size
                 conn.close()  # a timed-out socket may still get the late answer: drop it
                 raise _Retryable(_reason(e)) from e
         raise AssertionError("unreachable")
@@ -289,6 +400,32 @@ class EtcdStore:
             if not resp.get("more") or not kvs:
                 return out, revision
             start = kvs[-1].key.encode() + b"\0"
+
+    def read_many(
+        self, gets: list[str], lists: list[str]
+    ) -> tuple[list[KeyValue | None], list[list[KeyValue]], int]:
+        """Several gets and prefix lists in one round trip, all at one revision.
+
+        Not part of ``KVStore``: callers that need a handful of keys at once (the CNI
+        plugin's ADD, ``IPAMClient.snapshot``) use it when the store has it. One
+        read-only transaction, so the answers are a consistent snapshot. Returns (one
+        value or None per get, one sorted list per prefix, the revision). Lists are not
+        paged: meant for small prefixes (pools, one node's affinities).
+        """
+        ops: list[dict] = [{"request_range": {"key": _b64(k.encode())}} for k in gets]
+        for prefix in lists:
+            raw = prefix.encode()
+            ops.append({"request_range": {"key": _b64(raw), "range_end": _b64(prefix_end(raw))}})
+        resp = self._txn([], ops, [])
+        responses = resp.get("responses") or []
+        ranges = [(r.get("response_range") or {}).get("kvs") or [] for r in responses]
+        if len(ranges) != len(ops):
+            raise DatastoreError(
+                f"etcd answered a batched read of {len(ops)} ranges with {len(ranges)}"
+            )
+        got = [_kv(r[0]) if r else None for r in ranges[: len(gets)]]
+        listed = [[_kv(d) for d in r] for r in ranges[len(gets) :]]
+        return got, listed, int(resp["header"]["revision"])
 
     def create(self, key: str, value: bytes) -> int:
         k = key.encode()
@@ -364,8 +501,9 @@ class EtcdStore:
 class EtcdWatch:
     """One streaming ``/v3/watch`` on its own socket, read with a small HTTP/1.1 decoder.
 
-    ``http.client`` cannot be woken from another thread, so the stream is read from a
-    raw socket: ``cancel()`` shuts the socket down and the reader returns at once.
+    Not a pooled ``_Conn``: the stream never ends, is decoded as it arrives, and must
+    be woken from another thread: ``cancel()`` shuts the socket down and the reader
+    returns at once.
     """
 
     def __init__(self, store: EtcdStore, prefix: str, start_revision: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -182,3 +183,66 @@ def test_bad_endpoint_is_rejected_with_a_clear_error() -> None:
         EtcdStore(["https://127.0.0.1:2379"])
     with pytest.raises(ValueError, match="at least one"):
         EtcdStore([])
+
+
+def test_read_many_answers_gets_and_lists_from_one_revision(etcd_server: EtcdServer) -> None:
+    store = EtcdStore([etcd_server.endpoint])
+    p = _prefix()
+    store.create(f"{p}a", b"1")
+    store.create(f"{p}l/2", b"two")
+    rev = store.create(f"{p}l/1", b"one")
+    got, listed, at = store.read_many([f"{p}a", f"{p}missing"], [f"{p}l/", f"{p}none/"])
+    assert [g.value if g else None for g in got] == [b"1", None]
+    assert [(kv.key, kv.value) for kv in listed[0]] == [(f"{p}l/1", b"one"), (f"{p}l/2", b"two")]
+    assert listed[1] == []
+    assert at >= rev and got[0] is not None and got[0].mod_revision < rev
+    store.close()
+
+
+def test_large_responses_are_read_whole(etcd_server: EtcdServer) -> None:
+    # ~300 KiB of answer: whatever framing etcd's gateway picks (length or chunked).
+    store = EtcdStore([etcd_server.endpoint])
+    p = _prefix()
+    for i in range(150):
+        store.create(f"{p}{i:04d}", bytes([65 + i % 26]) * 2000)
+    items, _ = store.list(p)
+    assert len(items) == 150
+    assert all(kv.value == bytes([65 + i % 26]) * 2000 for i, kv in enumerate(items))
+    store.close()
+
+
+def test_response_cut_off_midway_is_unavailable_and_never_sent_twice(
+    etcd_server: EtcdServer,
+) -> None:
+    """A write whose answer broke off may have run: it must not be replayed anywhere."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: done
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    requests.append(conn.recv(65536))
+                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"header":')
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    # The healthy second endpoint must not get the write either: it would run twice.
+    store = EtcdStore([f"http://127.0.0.1:{port}", etcd_server.endpoint], timeout=2.0)
+    key = _prefix() + "k"
+    try:
+        with pytest.raises(Unavailable, match=r"in the middle of a response.*may or may not"):
+            store.create(key, b"v")
+        assert len(requests) == 1
+        direct = EtcdStore([etcd_server.endpoint])
+        assert direct.get(key) is None
+        direct.close()
+    finally:
+        store.close()
+        listener.close()
+        server.join(5)

@@ -9,30 +9,14 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from datastore.api import Conflict
-from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from datastore.keys import block_key, handle_key
-from datastore.memory import MemoryStore
 from ipam.block import AllocationBlock
 from ipam.blockcache import BlockCache
 from ipam.client import AutoAssignRequest, IPAMClient
-from ipam.testing import put_pool, wipe
+from ipam.testing import put_pool
 
-
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request):
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
-        wipe(store)
-    try:
-        yield store
-    finally:
-        store.close()
+pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]  # etcd_server, kv
 
 
 class _Recording:

@@ -221,10 +221,10 @@ class IPAMClient:
         if pool is None:
             raise NotInPool(str(addr))
         cidr = pool.block_for(addr)
-        cfg = self.config()
-        if self.kv.get(block_key(str(cidr))) is None:
-            self._claim(node, cidr, cfg)
         bkey = block_key(str(cidr))
+        cfg = self.config()
+        if self.kv.get(bkey) is None:
+            self._claim(node, cidr, cfg)
         blk, _ = self._read_block(bkey) or (None, 0)
         if blk is None:
             raise IPAMError(f"block {cidr} for {addr} vanished while assigning; retry")
@@ -280,7 +280,9 @@ class IPAMClient:
         missed = set(not_allocated)
         result = [str(a) for a in addrs if str(a) in missed]  # in the caller's order
         if ips:
-            log.info("ipam released ips=%s not_allocated=%s", ",".join(ips), result)
+            log.info(
+                "ipam released ips=%s not_allocated=%s", ",".join(ips), ",".join(result) or "-"
+            )
         return result
 
     def release_by_handle(
@@ -469,7 +471,12 @@ class IPAMClient:
             self.release_ips([str(ip) for ip in ips])
             log.info("ipam rolled back handle=%s ips=%d", handle, len(ips))
         except Exception as e:  # the original error matters more
-            log.warning("ipam rollback failed handle=%s ips=%s err=%s", handle, ips, e)
+            log.warning(
+                "ipam rollback failed handle=%s ips=%s err=%s",
+                handle,
+                ",".join(str(ip) for ip in ips),
+                e,
+            )
 
     # ================================================================ affinity
 
@@ -615,7 +622,8 @@ class IPAMClient:
                 blk, rev = cur
                 targets = ips if ips is not None else blk.ips_for_handle(handle or "")
                 missed, per_handle = blk.release(targets)
-                released = [ip for ip in targets if ip not in set(missed)]
+                missed_set = set(missed)
+                released = [ip for ip in targets if ip not in missed_set]
                 if not released:
                     return missed, []
                 try:
@@ -696,7 +704,8 @@ class IPAMClient:
         """
         key = handle_key(handle)
         for attempt in range(self.max_attempts):
-            cur, known = (known, None) if known is not None else (self.kv.get(key), None)
+            cur = known if known is not None else self.kv.get(key)
+            known = None  # trusted once: a retry reads the store
             if cur is None:
                 return
             counts = {c: v for c, v in self._decode_handle(cur).items() if c not in cidrs}

@@ -13,9 +13,8 @@ import pytest
 
 from datastore.api import Unavailable
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer, etcd_server  # noqa: F401 (pytest fixture)
+from datastore.etcd_fixture import EtcdServer
 from datastore.keys import IPAM_AFFINITIES, IPAM_BLOCKS, affinity_key, block_key, handle_key
-from datastore.memory import MemoryStore
 from ipam.block import AllocationBlock
 from ipam.client import AutoAssignRequest, IPAMClient
 from ipam.errors import (
@@ -29,18 +28,7 @@ from ipam.errors import (
 )
 from ipam.testing import RacingStore, put_ipam_config, put_pool, wipe
 
-
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request):
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
-        wipe(store)
-    try:
-        yield store
-    finally:
-        store.close()
+pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]  # etcd_server, kv
 
 
 def _req(handle: str, node: str = "node-a", **kw) -> AutoAssignRequest:
@@ -452,3 +440,29 @@ def test_stale_snapshot_handle_costs_a_retry_never_a_lost_count(kv):
     assert sum(counts.values()) == 2
     assert sorted(client.release_by_handle("net.c3")) == sorted(["10.67.0.9", str(res.ipv4[0].ip)])
     assert kv.get(handle_key("net.c3")) is None
+
+
+def test_snapshot_on_etcd_is_one_round_trip_and_assigns_like_without(etcd_server):
+    """``EtcdStore.read_many``: config, pools, affinities, handle and extras in one txn."""
+    store = EtcdStore([etcd_server.endpoint])
+    try:
+        wipe(store)
+        put_pool(store, "snap", "10.68.0.0/16", 26)
+        calls: list[str] = []
+        original = store._request
+
+        def counted(path: str, body: dict) -> dict:
+            calls.append(path)
+            return original(path, body)
+
+        store._request = counted  # type: ignore[method-assign]
+        client = IPAMClient(store)
+        snap, (node,) = client.snapshot("node-f", "net.f1", ["/registry/nodes/node-f"])
+        assert calls == ["/v3/kv/txn"] and node is None
+        res = client.auto_assign(_req("net.f1", node="node-f"), snap)
+        assert res.ipv4 == [ipaddress.IPv4Interface("10.68.0.0/26")]
+        got = store.get(handle_key("net.f1"))
+        assert got is not None and json.loads(got.value)["block"] == {"10.68.0.0/26": 1}
+        assert client.release_by_handle("net.f1") == ["10.68.0.0"]
+    finally:
+        store.close()

@@ -14,12 +14,8 @@ import statistics
 import threading
 import time
 
-import pytest
-
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from datastore.keys import IPAM_HANDLES
-from datastore.memory import MemoryStore
 from ipam.client import AutoAssignRequest, IPAMClient
 from ipam.errors import PoolExhausted
 from ipam.report import check, show
@@ -28,17 +24,7 @@ from ipam.testing import put_pool, wipe
 THREADS = 8
 
 
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request):
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
-        wipe(store)
-    try:
-        yield store
-    finally:
-        store.close()
+pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]  # etcd_server, kv
 
 
 def _run_threads(target, n: int = THREADS) -> list[BaseException]:
@@ -136,7 +122,7 @@ def test_concurrent_assign_and_release_churn_leaks_nothing(kv):
     assert rep.count_mismatches == [] and rep.leaked_allocations == []
 
 
-def test_assign_latency_on_etcd(etcd_server):  # noqa: F811 (pytest fixture)
+def test_assign_latency_on_etcd(etcd_server):
     store = EtcdStore([etcd_server.endpoint])
     try:
         wipe(store)

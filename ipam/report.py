@@ -158,7 +158,10 @@ def check(kv: KVStore) -> CheckReport:
         for prefix in TUNNEL_HANDLE_PREFIXES:
             if h.startswith(prefix):
                 return h[len(prefix) :] in nodes
-        return h.rpartition(".")[2] in container_ids
+        # "<network>.<containerID>": either part may contain dots (the CNI spec allows
+        # them in both), so any tail after a dot may be the container.
+        parts = h.split(".")
+        return any(".".join(parts[i:]) in container_ids for i in range(1, len(parts)))
 
     block_counts: dict[tuple[str, str], int] = {}
     for blk in blocks:

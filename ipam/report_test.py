@@ -6,29 +6,16 @@ import json
 
 import pytest
 
-from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import etcd_server  # noqa: F401 (pytest fixture)
 from datastore.keys import affinity_key, block_key, handle_key
-from datastore.memory import MemoryStore
 from ipam.client import AutoAssignRequest, IPAMClient
 from ipam.errors import InvalidRequest
 from ipam.report import CountMismatch, LeakedAllocation, OrphanBlock, check, release_ip, show
-from ipam.testing import put_pool, put_resource, wipe
+from ipam.testing import put_pool, put_resource
 
 NET = "k8s-pod-network"
 
 
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request):
-    if request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
-        wipe(store)
-    try:
-        yield store
-    finally:
-        store.close()
+pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]  # etcd_server, kv
 
 
 def _node(kv, name: str) -> None:
@@ -79,10 +66,11 @@ def test_check_is_clean_when_every_allocation_has_an_endpoint(kv):
     _node(kv, "node-a")
     c = IPAMClient(kv)
     _pod(c, kv, "aa")
+    _pod(c, kv, "sandbox.2")  # container IDs may contain dots (CNI_CONTAINERID allows them)
     c.assign_ip("10.65.0.9", "vxlan-tunnel-addr-node-a", "node-a")
     rep = check(kv)
     assert rep.ok, rep
-    assert (rep.allocations_checked, rep.handles_checked, rep.blocks_checked) == (2, 2, 1)
+    assert (rep.allocations_checked, rep.handles_checked, rep.blocks_checked) == (3, 3, 1)
 
 
 def test_check_finds_leaked_handle_and_block_of_deleted_node(kv):

@@ -1,18 +1,49 @@
-"""Test helpers for IPAM: pool/config seeding and a store that injects CAS races.
+"""Test helpers for IPAM: the two-store ``kv`` fixture, pool/config seeding, CAS races.
+
+``kv`` runs a test on the memory store and on a real etcd. Load it (and the
+``etcd_server`` it needs) in a test module with::
+
+    pytest_plugins = ["datastore.etcd_fixture", "ipam.testing"]
 
 ``RacingStore`` wraps any real ``KVStore`` (memory or etcd) and runs a callback just
 before chosen writes, so "a second writer between my read and my write" is a
 deterministic test rather than a lucky interleaving.
+
+(PYTEST_DONT_REWRITE: no asserts here, and test modules import it before pytest
+loads it as a plugin.)
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from datastore.api import KeyValue, KVStore, Watch
+from datastore.etcd import EtcdStore
 from datastore.keys import resource_key
+from datastore.memory import MemoryStore
+
+
+@pytest.fixture(params=["memory", "etcd"])
+def kv(request: pytest.FixtureRequest) -> Iterator[KVStore]:
+    """The test runs twice: on the memory store, and on the module's etcd (wiped first).
+
+    etcd is the integration that matters; the memory store (same CAS semantics) tells
+    a logic bug from a transport bug.
+    """
+    store: KVStore
+    if request.param == "memory":
+        store = MemoryStore()
+    else:
+        store = EtcdStore([request.getfixturevalue("etcd_server").endpoint])
+        wipe(store)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def put_pool(
