@@ -298,7 +298,8 @@ def test_compact_twice_is_harmless(store: KVStore, prefix: str) -> None:
 def test_cancel_ends_an_idle_watch_promptly(store: KVStore, prefix: str) -> None:
     _, rev = store.list(prefix)
     c = _Collector(store, prefix, rev + 1)
-    time.sleep(0.1)  # let the reader block
+    store.create(prefix + "seen", b"1")
+    c.wait_for(1)  # the reader is running; with nothing more to read, it now blocks
     elapsed = c.stop()
     assert not c.thread.is_alive()
     assert elapsed < 1.0
@@ -311,8 +312,7 @@ def test_watch_from_a_future_revision_starts_there(store: KVStore, prefix: str) 
     try:
         store.create(prefix + "early", b"1")  # rev + 1: before the start
         r2 = store.create(prefix + "later", b"2")
-        events = c.wait_for(1)
-        time.sleep(0.1)  # an early event would be delivered first; give it the chance
+        events = c.wait_for(1)  # in revision order: an early event would come first
     finally:
         c.stop()
     assert c.events == events == [WatchEvent(PUT, prefix + "later", b"2", r2)]
