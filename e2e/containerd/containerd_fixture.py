@@ -441,17 +441,26 @@ def _unmount_under(root: pathlib.Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
-def _remove_cgroup(parent: str) -> None:
-    """rmdir our cgroup parent (and empty children) in every mounted hierarchy."""
+def _remove_cgroup(parent: str, timeout_s: float = 10.0) -> None:
+    """rmdir our cgroup parent (and empty children) in every mounted hierarchy.
+
+    A cgroup stays busy (EBUSY) until the processes just killed in it have fully
+    exited, which takes a moment under load: retry, bounded, until it is gone.
+    """
     base = pathlib.Path("/sys/fs/cgroup")
     hierarchies = [base] + [p for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+    deadline = time.monotonic() + timeout_s
     for hierarchy in hierarchies:
         top = hierarchy / parent.lstrip("/")
-        if not top.is_dir():
-            continue
-        for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if d.is_dir():
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
+        while top.is_dir():
+            for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if d.is_dir():
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+            if not top.is_dir() or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if top.is_dir():
+            log.warning("cgroup still busy, left behind path=%s", top)
