@@ -132,3 +132,34 @@ def test_unreachable_etcd_fails_fast_with_a_clear_message(tabbyctl, etcd):
     assert elapsed < 10
     assert "unreachable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_delete_node_gives_back_its_tunnel_address_and_empty_blocks(tabbyctl, etcd):
+    from datastore.etcd import EtcdStore
+    from ipam.client import AutoAssignRequest, IPAMClient
+
+    docs = [
+        {"apiVersion": "tabby.dev/v1", "kind": "IPPool", "metadata": {"name": "p"},
+         "spec": {"cidr": "10.90.0.0/16", "vxlanMode": "Always"}},
+        {"apiVersion": "tabby.dev/v1", "kind": "Node", "metadata": {"name": "gone"},
+         "spec": {"bgp": {"ipv4Address": "10.0.0.9/24"}}},
+        {"apiVersion": "tabby.dev/v1", "kind": "Node", "metadata": {"name": "busy"},
+         "spec": {"bgp": {"ipv4Address": "10.0.0.8/24"}}},
+    ]  # fmt: skip
+    assert run(tabbyctl, etcd, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs)).returncode == 0
+    ipam = IPAMClient(EtcdStore([etcd.endpoint]))
+    tunnel = ipam.auto_assign(AutoAssignRequest(handle="vxlan-tunnel-addr-gone", node="gone"))
+    ipam.auto_assign(AutoAssignRequest(handle="k8s-pod-network.c1", node="busy"))
+
+    gone = run(tabbyctl, etcd, "delete", "node", "gone")
+    assert gone.returncode == 0, gone.stderr
+    assert f"Released tunnel address {tunnel.ipv4[0].ip} of node gone" in gone.stdout
+    assert "Released 1 IPAM block(s) of node gone" in gone.stdout
+    assert ipam.ips_by_handle("vxlan-tunnel-addr-gone") == []
+
+    busy = run(tabbyctl, etcd, "delete", "node", "busy")
+    assert busy.returncode == 0, busy.stderr
+    assert "1 IPAM block(s) of node busy still hold pod addresses" in busy.stderr
+    check = run(tabbyctl, etcd, "ipam", "check")
+    assert check.returncode == 1  # the pod address of the gone node is reported
+    assert "Found 1 blocks affine to nodes that no longer exist." in check.stdout

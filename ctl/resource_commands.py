@@ -14,11 +14,14 @@ from ctl.table import render
 from datastore.api import DatastoreError, NotFound, Unavailable
 from datastore.config import resolve_endpoints
 from datastore.etcd import EtcdStore
+from datastore.keys import IPAM_AFFINITIES
 from datastore.resources import ResourceStore
+from ipam.client import IPAMClient
 from ipam.errors import IPAMError
+from ipam.report import TUNNEL_HANDLE_PREFIXES
 from model.codec import dump_documents, load_documents, parse_resource
 from model.errors import ValidationError
-from model.resources import Resource
+from model.resources import Node, Resource
 
 # Exceptions whose message is meant for the operator as it is (OSError covers a BGP
 # daemon that is not running: ctl.bgp_commands.BgpdUnavailable).
@@ -94,6 +97,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         try:
             store.delete(kind, name, namespace)
             deleted[kind.KIND] += 1
+            if kind is Node:
+                release_node_ipam(store.kv, name)
         except NotFound as exc:
             if not args.skip_not_exists:
                 failed += 1
@@ -101,6 +106,26 @@ def cmd_delete(args: argparse.Namespace) -> int:
     for kind_name, count in sorted(deleted.items()):
         print(f"Successfully deleted {count} '{kind_name}' resource(s)")
     return 1 if failed else 0
+
+
+def release_node_ipam(kv: EtcdStore, node: str) -> None:
+    """What ``calicoctl delete node`` also does: give back the node's tunnel addresses
+    and its empty blocks, so a gone node leaks nothing. Blocks that still hold pod
+    addresses stay (``tabbyctl ipam check`` lists them) until those pods are gone."""
+    client = IPAMClient(kv)
+    for prefix in TUNNEL_HANDLE_PREFIXES:
+        for ip in client.release_by_handle(f"{prefix}{node}"):
+            print(f"Released tunnel address {ip} of node {node}")
+    freed = client.release_node_affinities(node)
+    if freed:
+        print(f"Released {len(freed)} IPAM block(s) of node {node}: {', '.join(freed)}")
+    kept, _ = kv.list(f"{IPAM_AFFINITIES}{node}/")
+    if kept:
+        print(
+            f"warning: {len(kept)} IPAM block(s) of node {node} still hold pod addresses; "
+            "see tabbyctl ipam check",
+            file=sys.stderr,
+        )
 
 
 def cmd_get(args: argparse.Namespace) -> int:
