@@ -104,6 +104,7 @@ class NodeProcs:
         self.felix_sock = os.path.join(tmp, f"{name}-felix.sock")
         self.admin_sock = os.path.join(tmp, f"{name}-bgpd.sock")
         self.health_port = free_port()
+        self.bgpd_metrics_port = free_port()
         self.felix: Proc | None = None
         self.bgpd: Proc | None = None
 
@@ -121,7 +122,8 @@ class NodeProcs:
             f"{self.name}-bgpd",
             ["bgp.daemon.main", "--felix-socket", self.felix_sock,
              "--admin-socket", self.admin_sock, "--listen-address", "node",
-             "--connect-retry-time", "1", "--eor-deferral", "5"],
+             "--connect-retry-time", "1", "--eor-deferral", "5",
+             "--metrics-port", str(self.bgpd_metrics_port)],
             self.tmp,
         )  # fmt: skip
 
@@ -135,6 +137,20 @@ class NodeProcs:
             return -1
         m = re.search(rf"^\S*{name}\S* (\d+(?:\.\d+)?)$", text, re.M)
         return int(float(m[1])) if m else -1
+
+    def bgpd_metrics(self) -> dict[str, float]:
+        """tabby-bgpd's own /metrics, as {'name{labels}': value} (empty when unreachable)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.bgpd_metrics_port}/metrics", timeout=2
+            ) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        return {
+            k: float(v)
+            for k, v in (ln.rsplit(" ", 1) for ln in text.splitlines() if ln and ln[0] != "#")
+        }
 
     def admin(self):
         channel = grpc.insecure_channel(f"unix:{self.admin_sock}")
@@ -210,6 +226,18 @@ def test_mesh_from_felix_routes_back_to_felix_felix_restart_and_live_peers(clust
     wait("n1 learns n2's block", lambda: "10.244.2.0/26" in n1.rib(), 10, *logs)
     wait("n2 learns n1's block", lambda: "10.244.1.0/26" in n2.rib(), 10, *logs)
     assert n1.rib()["10.244.2.0/26"].next_hop == N2
+
+    # The DaemonSet's speaker is scrapeable: /metrics says what `tabbyctl bgp peers` says.
+    labels = f'{{peer="{N2}",asn="{n1.peers()[N2].as_number}"}}'
+    scraped = wait("cluster-mode metrics", lambda: n1.bgpd_metrics().get(
+        f"tabby_bgp_peer_prefixes_received{labels}"), 10, *logs)  # fmt: skip
+    status = n1.peers()[N2]
+    metrics = n1.bgpd_metrics()
+    assert scraped == status.prefixes_received == 1
+    assert metrics[f"tabby_bgp_peer_up{labels}"] == 1
+    assert metrics[f"tabby_bgp_peer_prefixes_accepted{labels}"] == status.prefixes_accepted
+    assert metrics[f"tabby_bgp_peer_prefixes_advertised{labels}"] == status.prefixes_advertised
+    assert metrics['tabby_bgp_loc_rib_prefixes{afi="ipv4"}'] == 2
     assert n1.rib()["10.244.2.0/26"].from_peer == N2
     assert n2.rib()["10.244.1.0/26"].next_hop == N1
     # ... and pushed to Felix (route + end-of-rib at least).

@@ -72,10 +72,21 @@ async def run_cluster(args: argparse.Namespace) -> int:
         from bgp.daemon.admin import serve_admin
 
         admin = await serve_admin(lambda: runner.speaker, args.admin_socket)
-    await _until_signalled()
-    await runner.stop()
-    if admin is not None:
-        await admin.stop(0.5)
+    metrics = None
+    if args.metrics_port:
+        from bgp.daemon.metrics import serve_metrics
+
+        # The runner rebuilds its speaker when AS or router id change: ask it each scrape.
+        metrics = await serve_metrics(lambda: runner.speaker, args.metrics_address,
+                                      args.metrics_port)  # fmt: skip
+    try:
+        await _until_signalled()
+    finally:
+        await runner.stop()
+        if metrics is not None:
+            await metrics.stop()
+        if admin is not None:
+            await admin.stop(0.5)
     return 0
 
 
@@ -133,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen-address",
         default="0.0.0.0",
         help="cluster mode: address to listen on; 'node' binds the node's IPv4 address",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="cluster mode: serve Prometheus /metrics on this port (0: off)",
+    )
+    p.add_argument(
+        "--metrics-address", default="127.0.0.1", help="cluster mode: address for --metrics-port"
     )
     p.add_argument("--hold-time", type=int, default=90)
     p.add_argument("--connect-retry-time", type=int, default=5)
