@@ -246,8 +246,13 @@ def test_mesh_from_felix_routes_back_to_felix_felix_restart_and_live_peers(clust
     assert n1.bgpd is not None
     wait("end-of-rib pushed", lambda: "learned routes end-of-rib sent" in n1.bgpd.log(), 10, *logs)
 
-    # Felix restarts: bgpd resubscribes, the session does not flap, the table is re-pushed.
+    # SIGHUP is logged and ignored (its default action would kill the speaker).
     since = n1.peers()[N2].established_since_unix
+    n1.bgpd.proc.send_signal(signal.SIGHUP)
+    wait("SIGHUP ignored", lambda: "SIGHUP ignored" in n1.bgpd.log(), 10, *logs)
+    assert n1.bgpd.proc.poll() is None
+
+    # Felix restarts: bgpd resubscribes, the session does not flap, the table is re-pushed.
     assert n1.felix is not None
     n1.felix.stop()
     n1.start_felix()

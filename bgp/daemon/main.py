@@ -41,14 +41,24 @@ def _reload(speaker: Speaker, path: str) -> None:
     log.info("reloaded originate=%d", len(new.originate))
 
 
-async def _until_signalled(on_hup: Callable[[], None] | None = None) -> None:
-    """Until SIGTERM or SIGINT; ``on_hup`` (if given) runs on each SIGHUP meanwhile."""
+def _hup_ignored(why: str) -> None:
+    log.info("SIGHUP ignored reason=%r", why)
+
+
+async def _until_signalled(
+    on_hup: Callable[[], None] | None = None, hup_ignored: str = "nothing to reload"
+) -> None:
+    """Until SIGTERM or SIGINT; ``on_hup`` (if given) runs on each SIGHUP meanwhile.
+
+    SIGHUP is always handled: its default action would end the process, and operators
+    (or a config-management tool) send it out of habit."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if on_hup is not None:
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if on_hup is None:
+        on_hup = functools.partial(_hup_ignored, hup_ignored)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("stopping")
 
@@ -80,7 +90,7 @@ async def run_cluster(args: argparse.Namespace) -> int:
         metrics = await serve_metrics(lambda: runner.speaker, args.metrics_address,
                                       args.metrics_port)  # fmt: skip
     try:
-        await _until_signalled()
+        await _until_signalled(hup_ignored="cluster mode: Felix's stream is the configuration")
     finally:
         await runner.stop()
         if metrics is not None:
@@ -121,7 +131,9 @@ async def run(
     on_hup = functools.partial(_reload, speaker, path) if path is not None else None
     try:
         async with source(speaker) if source is not None else contextlib.nullcontext():
-            await _until_signalled(on_hup)
+            await _until_signalled(
+                on_hup, hup_ignored="route publisher: the datastore says what to publish"
+            )
     finally:
         await speaker.stop()
         if metrics is not None:

@@ -8,7 +8,8 @@ advertises comes from the datastore: every IPAM block with a host affinity, with
 owning node's address as next hop, plus every borrowed address (allocated in a block
 affine to another node) as a /32 (/128) via the node holding it. A block whose node
 is unknown (removed from the cluster, or without an address of that family) is
-withdrawn.
+withdrawn, and so is everything inside an IP pool with ``disableBGPExport`` (the most
+specific enclosing pool decides, as in Felix).
 
 ``PublisherView`` is the pure part (datastore values in, ``Originate`` tuples out);
 ``publishing`` wires it to ``datastore.syncer.Syncer`` and a running speaker
@@ -60,6 +61,19 @@ def parse_node(value: bytes) -> tuple[IPAddress | None, IPAddress | None]:
     return out[0], out[1]
 
 
+def parse_pool(value: bytes) -> tuple[Network, bool]:
+    """An IPPool resource: (CIDR, disableBGPExport); ValueError names the field."""
+    spec = json.loads(value).get("spec") or {}
+    try:
+        cidr = ipaddress.ip_network(spec.get("cidr") or "", strict=False)
+    except ValueError as e:
+        raise ValueError(f"spec.cidr: {e}") from None
+    disable = spec.get("disableBGPExport", False)
+    if not isinstance(disable, bool):
+        raise ValueError(f"spec.disableBGPExport: must be true or false, not {disable!r}")
+    return cidr, disable
+
+
 def parse_block(value: bytes) -> BlockInfo:
     """An IPAM block: its CIDR, affine node, and addresses held by other nodes."""
     from ipam.block import AllocationBlock
@@ -82,13 +96,26 @@ def parse_block(value: bytes) -> BlockInfo:
 class PublisherView:
     nodes: dict[str, tuple[IPAddress | None, IPAddress | None]] = field(default_factory=dict)
     blocks: dict[str, BlockInfo] = field(default_factory=dict)
+    pools: dict[str, tuple[Network, bool]] = field(default_factory=dict)  # key: (cidr, off)
     bad_values: int = 0
 
-    def update(self, key: str, value: bytes | None, nodes_prefix: str, blocks_prefix: str) -> None:
+    def update(
+        self,
+        key: str,
+        value: bytes | None,
+        nodes_prefix: str,
+        blocks_prefix: str,
+        pools_prefix: str | None = None,
+    ) -> None:
         """One datastore key (None: deleted). A value that does not parse counts as
         deleted, so a corrupt block can never keep a stale route alive."""
         try:
-            if key.startswith(nodes_prefix):
+            if pools_prefix is not None and key.startswith(pools_prefix):
+                if value is None:
+                    self.pools.pop(key, None)
+                else:
+                    self.pools[key] = parse_pool(value)
+            elif key.startswith(nodes_prefix):
                 name = key[len(nodes_prefix) :]
                 if value is None:
                     self.nodes.pop(name, None)
@@ -103,6 +130,7 @@ class PublisherView:
             self.bad_values += 1
             self.nodes.pop(key[len(nodes_prefix) :], None)
             self.blocks.pop(key, None)
+            self.pools.pop(key, None)
             log.warning("datastore value ignored (treated as deleted) key=%s error=%s", key, e)
 
     def _hop(self, node: str | None, version: int) -> IPAddress | None:
@@ -110,9 +138,23 @@ class PublisherView:
             return None
         return self.nodes[node][0 if version == 4 else 1]
 
+    def _exported(self, net: Network) -> bool:
+        """False inside a pool with disableBGPExport (the most specific pool decides)."""
+        best: tuple[Network, bool] | None = None
+        for pool, disabled in self.pools.values():
+            if (
+                pool.version == net.version
+                and net.subnet_of(pool)  # type: ignore[arg-type]
+                and (best is None or pool.prefixlen > best[0].prefixlen)
+            ):
+                best = (pool, disabled)
+        return best is None or not best[1]
+
     def originate(self) -> tuple[Originate, ...]:
         routes: dict[Network, IPAddress] = {}
         for b in self.blocks.values():
+            if not self._exported(b.cidr):
+                continue  # borrowed addresses live in the block, hence in the pool too
             hop = self._hop(b.owner, b.cidr.version)
             if hop is not None:
                 routes[b.cidr] = hop
@@ -136,6 +178,7 @@ async def publishing(speaker: Speaker, endpoints: list[str]) -> AsyncIterator[No
     loop = asyncio.get_running_loop()
     view = PublisherView()
     nodes_prefix = keys.resource_prefix("nodes")
+    pools_prefix = keys.resource_prefix("ippools")
     pending: list[tuple[str, bytes | None]] = []
     scheduled = False
 
@@ -144,12 +187,12 @@ async def publishing(speaker: Speaker, endpoints: list[str]) -> AsyncIterator[No
         scheduled = False
         batch, pending[:] = list(pending), []
         for key, value in batch:
-            view.update(key, value, nodes_prefix, keys.IPAM_BLOCKS)
+            view.update(key, value, nodes_prefix, keys.IPAM_BLOCKS, pools_prefix)
         routes = view.originate()
         speaker.set_originate(routes)
         log.info(
-            "published routes=%d blocks=%d nodes=%d", len(routes), len(view.blocks),
-            len(view.nodes),
+            "published routes=%d blocks=%d nodes=%d pools=%d", len(routes), len(view.blocks),
+            len(view.nodes), len(view.pools),
         )  # fmt: skip
 
     class Callbacks:
@@ -169,7 +212,7 @@ async def publishing(speaker: Speaker, endpoints: list[str]) -> AsyncIterator[No
             log.info("datastore status=%s", status)
 
     store = EtcdStore(endpoints)
-    syncer = Syncer(store, [nodes_prefix, keys.IPAM_BLOCKS], Callbacks())
+    syncer = Syncer(store, [nodes_prefix, pools_prefix, keys.IPAM_BLOCKS], Callbacks())
     syncer.start()
     log.info("route publisher started endpoints=%s", ",".join(endpoints))
     try:

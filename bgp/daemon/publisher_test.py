@@ -75,3 +75,44 @@ def test_removed_node_or_block_is_withdrawn_and_bad_values_count_as_deleted():
     v.update(NODES + "n1", node_value("10.0.0.1/24"), NODES, keys.IPAM_BLOCKS)
     v.update(k1, block_value("10.244.1.0/26", None), NODES, keys.IPAM_BLOCKS)
     assert routes(v) == {}
+
+
+POOLS = keys.resource_prefix("ippools")
+
+
+def pool_value(cidr: str, disable_export: bool) -> bytes:
+    return json.dumps(
+        {"kind": "IPPool", "metadata": {"name": "p"},
+         "spec": {"cidr": cidr, "disableBGPExport": disable_export}}
+    ).encode()  # fmt: skip
+
+
+def test_blocks_in_a_pool_with_disable_bgp_export_are_not_advertised():
+    v = PublisherView()
+
+    def put(key: str, value: bytes | None) -> None:
+        v.update(key, value, NODES, keys.IPAM_BLOCKS, POOLS)
+
+    put(NODES + "n1", node_value("10.0.0.1/24"))
+    put(NODES + "n2", node_value("10.0.1.2/24"))
+    put(POOLS + "public", pool_value("10.244.0.0/16", False))
+    put(POOLS + "private", pool_value("10.245.0.0/16", True))
+    put(keys.block_key("10.244.1.0/26"), block_value("10.244.1.0/26", "n1"))
+    put(keys.block_key("10.245.1.0/26"),
+        block_value("10.245.1.0/26", "n1", {"10.245.1.7": "n2"}))  # fmt: skip
+    # Only the exported pool's block; the private block and its borrowed /32 stay home.
+    assert routes(v) == {"10.244.1.0/26": "10.0.0.1"}
+    # The most specific pool decides: a private pool inside the public one.
+    put(POOLS + "inner", pool_value("10.244.1.0/24", True))
+    assert routes(v) == {}
+    # Turning the flag off (or deleting the pool) advertises the blocks again.
+    put(POOLS + "inner", None)
+    put(POOLS + "private", pool_value("10.245.0.0/16", False))
+    assert routes(v) == {
+        "10.244.1.0/26": "10.0.0.1",
+        "10.245.1.0/26": "10.0.0.1",
+        "10.245.1.7/32": "10.0.1.2",
+    }
+    # A pool value that does not parse counts as deleted and is counted.
+    put(POOLS + "private", b'{"spec": {"cidr": "10.245.0.0/16", "disableBGPExport": "yes"}}')
+    assert v.bad_values == 1 and POOLS + "private" not in v.pools
