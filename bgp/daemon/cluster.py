@@ -103,6 +103,7 @@ def peer_config(u: calc_pb2.BGPPeerUpdate, cfg: calc_pb2.BGPConfigUpdate) -> Pee
         password=u.password or None,
         route_reflector_client=u.route_reflector_client,
         keep_original_next_hop=u.keep_original_next_hop,
+        restart_time=u.max_restart_time or None,  # 0: the --graceful-restart-time default
         kind=PEER_KINDS.get(u.type, ""),
     )
 

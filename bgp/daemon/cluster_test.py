@@ -126,6 +126,32 @@ def test_explicit_peer_fields_are_carried_and_port_defaults_to_179():
     assert peers["192.0.2.2"].port == 1790
 
 
+def test_bgppeer_max_restart_time_becomes_that_peers_restart_time():
+    v = view(
+        msg(bgp_config_update=BGP),
+        msg(bgp_peer_update=calc_pb2.BGPPeerUpdate(id="192.0.2.1", peer_ip="192.0.2.1",
+                                                   as_number=65001, max_restart_time=30)),
+        mesh_peer("10.0.0.12", "n2"),  # no maxRestartTime: the global default applies
+    )  # fmt: skip
+    cfg = daemon_config(v, Settings(graceful_restart_time=90))
+    assert cfg is not None
+    peers = {str(p.address): p for p in cfg.peers}
+    assert peers["192.0.2.1"].restart_time == 30
+    assert peers["10.0.0.12"].restart_time is None
+    assert cfg.graceful_restart.restart_time == 90
+    # Changing it is a per-peer change, not a speaker rebuild.
+    v.apply(
+        msg(
+            bgp_peer_update=calc_pb2.BGPPeerUpdate(
+                id="192.0.2.1", peer_ip="192.0.2.1", as_number=65001, max_restart_time=60
+            )
+        )
+    )
+    new = daemon_config(v, Settings(graceful_restart_time=90))
+    assert new is not None and not needs_restart(cfg, new)
+    assert {str(p.address): p for p in new.peers}["192.0.2.1"].restart_time == 60
+
+
 def test_removals_and_advertise_false_withdraw():
     v = view(msg(bgp_config_update=BGP), mesh_peer("10.0.0.12", "n2"), block("10.244.1.0/26"))
     assert v.apply(msg(bgp_peer_remove=calc_pb2.BGPPeerRemove(id="10.0.0.12")))

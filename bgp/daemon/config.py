@@ -36,6 +36,10 @@ class PeerConfig:
     import_filter: PrefixFilter = field(default_factory=PrefixFilter)
     export_filter: PrefixFilter = field(default_factory=PrefixFilter)
     hold_time: int | None = None
+    # Helper side of graceful restart: how long this peer's stale routes are kept after
+    # it drops (never longer than the restart time it advertised); None: the speaker's
+    # gracefulRestart.restartTime. Cluster mode: BGPPeer maxRestartTime.
+    restart_time: int | None = None
     dynamic: bool = False  # accepted from a listen range, not configured
     kind: str = ""  # how it was configured, for the admin API: mesh, node, global
 

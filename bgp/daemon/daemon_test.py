@@ -4,11 +4,13 @@ a scripted peer speaking real BGP bytes (our codec) to provoke error paths."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import socket
 
 import pytest
 
+from bgp.daemon.config import GracefulRestart as GracefulRestartConfig
 from bgp.daemon.speaker import RouteUpdate, Speaker
 from bgp.daemon.testing import speaker, until
 from bgp.wire import (
@@ -20,6 +22,7 @@ from bgp.wire import (
     Update,
     encode_message,
 )
+from bgp.wire.capabilities import GracefulRestart
 from bgp.wire.types import AS_SEQUENCE, AsPathSegment, PathAttributes, Prefix
 
 pytestmark = pytest.mark.timeout(60)
@@ -237,5 +240,41 @@ def test_simultaneous_connect_ends_with_one_stable_session():
         finally:
             await a.stop()
             await b.stop()
+
+    asyncio.run(main())
+
+
+def test_per_peer_restart_time_bounds_how_long_a_crashed_peers_routes_are_kept():
+    """Cluster mode's BGPPeer maxRestartTime: the peer advertises 120 s, we keep its
+    stale routes for the 2 s configured for it (the speaker default would be 120 s)."""
+
+    async def main():
+        base = passive_speaker().config
+        peer = dataclasses.replace(base.peers[0], restart_time=2)
+        s = Speaker(dataclasses.replace(
+            base, peers=(peer,), graceful_restart=GracefulRestartConfig(True, 120)))  # fmt: skip
+        await s.start()
+        try:
+            p = await ScriptedPeer.connect(s.listen_port)
+            gr = GracefulRestart(restart_time=120, families=((1, 1, True),))
+            p.send(Open.for_speaker(65003, "3.3.3.3", hold_time=30, graceful_restart=gr))
+            p.send(Keepalive())
+            await p.until(Keepalive)
+            attrs = PathAttributes(
+                origin=0,
+                as_path=(AsPathSegment(AS_SEQUENCE, (65003,)),),
+                next_hop=ipaddress.IPv4Address("127.0.0.3"),
+            )
+            p.send(Update(attributes=attrs, nlri=[Prefix(ipaddress.ip_network("10.9.0.0/24"))]))
+            await until("route learned", lambda: len(s.rib.best) == 1)
+            p.writer.transport.abort()  # a crash: no NOTIFICATION, graceful restart applies
+            loop = asyncio.get_running_loop()
+            await until("session down", lambda: s.peers["127.0.0.3"].established is None)
+            down = loop.time()
+            assert len(s.rib.best) == 1, "stale route dropped at once"
+            await until("stale route swept", lambda: not s.rib.best, timeout=10)
+            assert loop.time() - down >= 1.0  # kept for a while, then gone long before 120 s
+        finally:
+            await s.stop()
 
     asyncio.run(main())

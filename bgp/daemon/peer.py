@@ -269,11 +269,16 @@ class Peer:
             keep,
         )
         if keep and gr is not None:
-            # RFC 4724 4.2: keep stale routes for the peer's restart time at most.
+            # RFC 4724 4.2: keep stale routes for the peer's restart time at most, and no
+            # longer than configured for this peer (or the speaker's default).
+            limit = self.config.restart_time or self.speaker.config.graceful_restart.restart_time
+            keep_for = max(min(gr.restart_time, limit), 1)
+            log.info("stale routes kept peer=%s seconds=%d advertised=%d", self.name,
+                     keep_for, gr.restart_time)  # fmt: skip
             if self._stale_timer is not None:
                 self._stale_timer.cancel()
             self._stale_timer = asyncio.get_running_loop().call_later(
-                max(gr.restart_time, 1), self._restart_timer_expired
+                keep_for, self._restart_timer_expired
             )
         if self.config.dynamic:
             self.speaker.remove_peer(self)
