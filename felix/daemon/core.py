@@ -16,25 +16,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from felix.calc import messages
 from felix.calc.dispatcher import ParseFn, UpdateLike
 from felix.calc.pipeline import RESYNC, CalcPipeline
 from felix.daemon.hub import SubscriberHub, Subscription
 from felix.daemon.metrics import Metrics, felix_metrics
+from felix.manager import Manager
 from proto import calc_pb2, felix_services_pb2
 
 log = logging.getLogger(__name__)
-
-
-class Manager(Protocol):
-    """A dataplane manager (``felix.dataplane``). Optional: ``on_learned(msg)`` and
-    ``on_learned_reset()`` to receive routes pushed by the BGP daemon."""
-
-    def on_update(self, msg: calc_pb2.ToDataplane) -> None: ...
-
-    def apply(self) -> None: ...
 
 
 _LEARNED_RESET = object()

@@ -25,9 +25,10 @@ from typing import Any
 
 from datastore import keys
 from datastore.config import resolve_endpoints
-from felix.daemon.core import FelixCore, Manager, ManagerFactory
+from felix.daemon.core import FelixCore, ManagerFactory
 from felix.daemon.grpc_api import serve
 from felix.daemon.health import serve_health
+from felix.manager import Manager
 from model.durations import parse_duration
 
 log = logging.getLogger("felix")

@@ -7,14 +7,12 @@ kernel work, raising on failure so the daemon retries.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from felix.dataplane.config import DataplaneConfig
 from felix.dataplane.kernel import Kernel
 from felix.dataplane.routes import RouteApplyError, RouteManager
 from felix.dataplane.tunnels import IPIPManager, VXLANManager
 from felix.dataplane.workloads import WorkloadInterfaceManager
-from proto import calc_pb2
+from felix.manager import Manager
 
 __all__ = [
     "DataplaneConfig",
@@ -27,12 +25,6 @@ __all__ = [
     "WorkloadInterfaceManager",
     "build_managers",
 ]
-
-
-class Manager(Protocol):
-    def on_update(self, msg: calc_pb2.ToDataplane) -> None: ...
-
-    def apply(self) -> None: ...
 
 
 def build_managers(config: DataplaneConfig, kernel: Kernel | None = None) -> list[Manager]:

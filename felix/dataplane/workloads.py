@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 
+from felix.calc.messages import wep_key
 from felix.dataplane.config import DataplaneConfig
 from felix.dataplane.kernel import Kernel
 from felix.netlink.codec import Route
@@ -33,10 +34,6 @@ IPV6_SYSCTLS = (
 )
 
 
-def _wep_key(wid: calc_pb2.WorkloadEndpointID) -> tuple[str, str, str]:
-    return (wid.orchestrator_id, wid.workload_id, wid.endpoint_id)
-
-
 class WorkloadInterfaceManager:
     def __init__(self, config: DataplaneConfig, kernel: Kernel) -> None:
         self.config = config
@@ -54,10 +51,10 @@ class WorkloadInterfaceManager:
             ep = msg.workload_endpoint_update.endpoint
             if ep.node and ep.node != self.config.hostname:
                 return
-            self._endpoints[_wep_key(msg.workload_endpoint_update.id)] = ep.name
+            self._endpoints[wep_key(msg.workload_endpoint_update.id)] = ep.name
             self._dirty = True
         elif kind == "workload_endpoint_remove":
-            if self._endpoints.pop(_wep_key(msg.workload_endpoint_remove.id), None) is not None:
+            if self._endpoints.pop(wep_key(msg.workload_endpoint_remove.id), None) is not None:
                 self._dirty = True
         elif kind == "in_sync":
             self._in_sync = True
