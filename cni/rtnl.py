@@ -11,7 +11,6 @@ the namespace of the thread that opened it, wherever it is used afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import socket
@@ -32,10 +31,6 @@ from felix.netlink.codec import (
 )
 from felix.netlink.constants import (
     IFLA_IFNAME,
-    NETLINK_CAP_ACK,
-    NETLINK_EXT_ACK,
-    NETLINK_GET_STRICT_CHK,
-    NETLINK_ROUTE,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
@@ -48,8 +43,8 @@ from felix.netlink.constants import (
     RTM_GETLINK,
     RTM_NEWLINK,
     RTM_NEWROUTE,
-    SOL_NETLINK,
 )
+from felix.netlink.sock import open_route_socket
 
 # What felix.netlink (routes only) does not define: links, addresses, veth
 # (include/uapi/linux/rtnetlink.h, if_link.h, if_addr.h, veth.h; kernel spelling).
@@ -190,18 +185,7 @@ class Rtnl:
     """One NETLINK_ROUTE socket in the namespace of the thread that made it."""
 
     def __init__(self) -> None:
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
-        )
-        try:
-            sock.bind((0, 0))
-            for opt in (NETLINK_EXT_ACK, NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK):
-                # Older kernels lack some: plain errors, unfiltered dumps (filtered below).
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(SOL_NETLINK, opt, 1)
-        except BaseException:
-            sock.close()
-            raise
+        sock = open_route_socket()
         self.sock = sock
         self._seq = 0
         self._buf = bytearray(_RECV_SIZE)

@@ -36,10 +36,6 @@ from felix.netlink.codec import (
     parse_route,
 )
 from felix.netlink.constants import (
-    NETLINK_CAP_ACK,
-    NETLINK_EXT_ACK,
-    NETLINK_GET_STRICT_CHK,
-    NETLINK_ROUTE,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP_INTR,
@@ -51,14 +47,12 @@ from felix.netlink.constants import (
     RTM_DELROUTE,
     RTM_NEWLINK,
     RTM_NEWROUTE,
-    SOL_NETLINK,
 )
 from felix.netlink.netns import NetnsRunner
+from felix.netlink.sock import open_route_socket
 
 log = logging.getLogger(__name__)
 
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
 
 ADD = "add"  # NLM_F_CREATE|NLM_F_EXCL: never overwrites a route someone else owns
 REPLACE = "replace"  # NLM_F_CREATE|NLM_F_REPLACE: for a route of ours that changed
@@ -130,7 +124,9 @@ class RouteProgrammer:
         runner = runner or (NetnsRunner(netns) if netns is not None else None)
         try:
             self.sock = (
-                runner.run(self._open, rcvbuf, sndbuf) if runner else self._open(rcvbuf, sndbuf)
+                runner.run(open_route_socket, rcvbuf, sndbuf)
+                if runner
+                else open_route_socket(rcvbuf, sndbuf)
             )
         finally:
             if own_runner and runner is not None:
@@ -143,27 +139,6 @@ class RouteProgrammer:
         self._buf = bytearray(1 << 20)
         self._view = memoryview(self._buf)
         self.messages_sent = 0  # every route change message ever sent (tests count these)
-
-    @staticmethod
-    def _open(rcvbuf: int, sndbuf: int) -> socket.socket:
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
-        )
-        for force, plain, size in (
-            (SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf),
-            (SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf),
-        ):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, force, size)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
-        for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
-            try:
-                sock.setsockopt(SOL_NETLINK, opt, 1)
-            except OSError as exc:  # old kernels: still correct, just less detail
-                log.debug("netlink option unavailable opt=%d err=%s", opt, exc)
-        sock.bind((0, 0))
-        return sock
 
     def close(self) -> None:
         self.sock.close()
