@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -26,6 +25,7 @@ import pytest
 
 from e2e import bgp_support as bs
 from e2e.connectivity import reachability_matrix
+from e2e.nodes import install_prefix
 from e2e.pods import Pod, create_pod
 from e2e.topology import Cluster, Node
 from scripts import install as installer
@@ -45,12 +45,8 @@ needs_bird = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def bin_dir() -> Iterator[pathlib.Path]:
     """A fresh ``make install`` prefix for the module, removed afterwards."""
-    path = pathlib.Path(tempfile.mkdtemp(prefix="tabby-e2e-bgp-"))
-    try:
-        installer.install(path)
+    with install_prefix() as path:
         yield path / "bin"
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def pods_per_node(nodes: list[Node], confs: dict[str, str], per_node: int = 1) -> list[Pod]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +20,7 @@ from e2e.nodes import (
     REFERENCE_PLUGINS,
     VXLAN_DEVICE,
     VXLAN_POD_MTU,
+    install_prefix,
     start_tabby_node,
 )
 from e2e.pods import Pod, create_pod
@@ -55,13 +54,8 @@ def requires(*needed: str) -> pytest.MarkDecorator:
 
 @pytest.fixture()
 def prefix() -> Iterator[pathlib.Path]:
-    """A fresh ``make install`` prefix (bin/ and lib/tabby), removed afterwards."""
-    path = pathlib.Path(tempfile.mkdtemp(prefix="tabby-e2e-install-"))
-    try:
-        installer.install(path)
+    with install_prefix() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def block_of(ip: str) -> str:
