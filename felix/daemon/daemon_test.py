@@ -178,7 +178,12 @@ def test_snapshot_insync_live_updates_and_removals(felix):
     write(store, node("node-c", "10.0.1.7/24"))
     write_block(store, "10.65.0.128/26", "node-c")
     write(store, bgp_peer("tor", peer_ip="10.0.1.1", as_number=65000))
-    live = stream.until(has(messages.ROUTE, "10.65.0.128/26"), "node-c's block")
+    # Resources and blocks are separate watches: the block may arrive before its node,
+    # and the route is first sent without the node's address. It must converge to:
+    live = stream.until(
+        has(messages.ROUTE, "10.65.0.128/26", lambda r: r.dst_node_ip == "10.0.1.7"),
+        "node-c's block with node-c's address",
+    )
     assert messages.fold(live)[(messages.ROUTE, "10.65.0.128/26")].encap == (
         calc_pb2.ENCAP_TYPE_NONE  # same subnet: direct
     )
