@@ -23,8 +23,11 @@ import pytest
 
 from datastore.api import KeyValue, KVStore, Watch
 from datastore.etcd import EtcdStore
-from datastore.keys import resource_key
+from datastore.keys import block_key, resource_key
 from datastore.memory import MemoryStore
+from ipam.block import AllocationBlock
+from model.codec import resource_to_dict
+from model.resources import Resource
 
 
 @pytest.fixture(params=["memory", "etcd"])
@@ -76,6 +79,17 @@ def put_ipam_config(kv: KVStore, *, strict_affinity: bool = False, **extra: obje
 
 def put_resource(kv: KVStore, plural: str, name: str, doc: dict, namespace: str | None = None):
     _put(kv, resource_key(plural, name, namespace), doc)
+
+
+def put_typed(kv: KVStore, res: Resource) -> None:
+    """Store a typed resource as the datastore holds it (no validation: tests may need
+    values ResourceStore would refuse), creating or replacing it."""
+    _put(kv, resource_key(type(res).PLURAL, res.name, res.namespace), resource_to_dict(res))
+
+
+def put_block(kv: KVStore, cidr: str, node: str) -> None:
+    """An empty IPAM block affine to ``node``, as IPAM itself would have claimed it."""
+    kv.create(block_key(cidr), AllocationBlock.new(cidr, f"host:{node}").to_json())
 
 
 def _put(kv: KVStore, key: str, doc: dict) -> None:

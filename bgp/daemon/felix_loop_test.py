@@ -10,11 +10,9 @@ session and routes go; a new BGPPeer appears).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,10 +25,9 @@ import pytest
 
 from datastore import keys
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer
+from datastore.etcd_fixture import EtcdServer, free_port
 from felix.calc.testing import bgp_config, bgp_peer, node
-from model.codec import resource_to_dict
-from model.resources import Resource
+from ipam.testing import put_block, put_typed
 from proto import bgp_admin_pb2, bgp_admin_pb2_grpc
 
 pytest_plugins = ["datastore.etcd_fixture"]
@@ -40,22 +37,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 N1, N2 = "127.0.0.21", "127.0.0.22"
 # Daemons die with this test process even when it is killed first (no orphans).
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write(store: EtcdStore, res: Resource) -> None:
-    key = keys.resource_key(type(res).PLURAL, res.name, res.namespace)
-    store.create(key, json.dumps(resource_to_dict(res)).encode())
-
-
-def write_block(store: EtcdStore, cidr: str, node_name: str) -> None:
-    doc = {"cidr": cidr, "affinity": f"host:{node_name}", "allocations": [], "unallocated": []}
-    store.create(keys.block_key(cidr), json.dumps(doc).encode())
 
 
 def wait(what: str, probe: Callable[[], object], timeout: float = 20.0, *logs: Proc) -> object:
@@ -205,11 +186,11 @@ def cluster(etcd_server: EtcdServer) -> Iterator[tuple[EtcdStore, list[NodeProcs
 def test_mesh_from_felix_routes_back_to_felix_felix_restart_and_live_peers(cluster):
     store, (n1, n2) = cluster
     port = free_port()
-    write(store, bgp_config(listen_port=port))
-    write(store, node("n1", f"{N1}/8"))
-    write(store, node("n2", f"{N2}/8"))
-    write_block(store, "10.244.1.0/26", "n1")
-    write_block(store, "10.244.2.0/26", "n2")
+    put_typed(store, bgp_config(listen_port=port))
+    put_typed(store, node("n1", f"{N1}/8"))
+    put_typed(store, node("n2", f"{N2}/8"))
+    put_block(store, "10.244.1.0/26", "n1")
+    put_block(store, "10.244.2.0/26", "n2")
     for n in (n1, n2):
         n.start_felix()
         n.start_bgpd()
@@ -264,7 +245,7 @@ def test_mesh_from_felix_routes_back_to_felix_felix_restart_and_live_peers(clust
     assert up(n1, N2)
 
     # A new BGPPeer appears live; removing node n2 takes its session and routes away.
-    write(store, bgp_peer("tor", peer_ip="127.0.0.29", as_number=65000))
+    put_typed(store, bgp_peer("tor", peer_ip="127.0.0.29", as_number=65000))
     wait("global peer added", lambda: "127.0.0.29" in n1.peers(), 10, *logs)
     assert n1.peers()["127.0.0.29"].type == "global"
     assert n1.peers()["127.0.0.29"].as_number == 65000

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,9 @@ import pytest
 
 from datastore import keys
 from datastore.etcd import EtcdStore
-from datastore.etcd_fixture import EtcdServer
+from datastore.etcd_fixture import EtcdServer, free_port
 from felix.calc.testing import node, pool
-from ipam.block import AllocationBlock
-from model.codec import resource_to_dict
-from model.resources import Resource
+from ipam.testing import put_block, put_typed
 from proto import bgp_admin_pb2, bgp_admin_pb2_grpc
 
 pytest_plugins = ["datastore.etcd_fixture"]
@@ -35,26 +32,6 @@ pytestmark = pytest.mark.timeout(60)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def put(store: EtcdStore, res: Resource) -> None:
-    key = keys.resource_key(type(res).PLURAL, res.name, res.namespace)
-    value = json.dumps(resource_to_dict(res)).encode()
-    old = store.get(key)
-    if old is None:
-        store.create(key, value)
-    else:
-        store.update(key, value, old.mod_revision)
-
-
-def put_block(store: EtcdStore, cidr: str, node_name: str) -> None:
-    store.create(keys.block_key(cidr), AllocationBlock.new(cidr, f"host:{node_name}").to_json())
 
 
 def loc_rib(admin_sock: str) -> set[str]:
@@ -119,9 +96,9 @@ def wait(what: str, probe: Callable[[], object], timeout: float = 15.0) -> objec
 
 def test_disable_bgp_export_pool_not_published_and_sighup_does_not_kill(publisher):
     store, admin, proc = publisher
-    put(store, node("n1", "10.0.0.1/24"))
-    put(store, pool("public", "10.244.0.0/16"))
-    put(store, pool("private", "10.245.0.0/16", disable_bgp_export=True))
+    put_typed(store, node("n1", "10.0.0.1/24"))
+    put_typed(store, pool("public", "10.244.0.0/16"))
+    put_typed(store, pool("private", "10.245.0.0/16", disable_bgp_export=True))
     put_block(store, "10.244.1.0/26", "n1")
     put_block(store, "10.245.1.0/26", "n1")
     wait("public block published", lambda: "10.244.1.0/26" in loc_rib(admin))
@@ -130,7 +107,7 @@ def test_disable_bgp_export_pool_not_published_and_sighup_does_not_kill(publishe
 
     # SIGHUP: logged and ignored, the publisher keeps serving and following the datastore.
     proc.send_signal(signal.SIGHUP)
-    put(store, pool("private", "10.245.0.0/16", disable_bgp_export=False))
+    put_typed(store, pool("private", "10.245.0.0/16", disable_bgp_export=False))
     wait("private block published once export is allowed",
          lambda: loc_rib(admin) == {"10.244.1.0/26", "10.245.1.0/26"})  # fmt: skip
     assert proc.poll() is None, f"publisher died on SIGHUP: rc={proc.returncode}"

@@ -8,7 +8,6 @@ kernel side is tested by felix/dataplane.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,24 +25,13 @@ from datastore.etcd import EtcdStore
 from datastore.etcd_fixture import EtcdServer, free_port
 from felix.calc import messages
 from felix.calc.testing import bgp_peer, node, pool, wep
-from model.codec import resource_to_dict
-from model.resources import Resource
+from ipam.testing import put_block, put_typed
 from proto import calc_pb2, felix_services_pb2, felix_services_pb2_grpc
 
 pytest_plugins = ["datastore.etcd_fixture"]  # the etcd_server fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT = 20.0
-
-
-def write(store: EtcdStore, res: Resource) -> None:
-    key = keys.resource_key(type(res).PLURAL, res.name, res.namespace)
-    store.create(key, json.dumps(resource_to_dict(res)).encode())
-
-
-def write_block(store: EtcdStore, cidr: str, node_name: str) -> None:
-    doc = {"cidr": cidr, "affinity": f"host:{node_name}", "allocations": [], "unallocated": []}
-    store.create(keys.block_key(cidr), json.dumps(doc).encode())
 
 
 class Felix:
@@ -143,12 +131,12 @@ def removed(category: str, key):
 
 def test_snapshot_insync_live_updates_and_removals(felix):
     f, store = felix
-    write(store, node("node-a", "10.0.1.5/24", vxlan=("10.65.0.1", "66:00:00:00:00:0a")))
-    write(store, node("node-b", "10.0.2.6/24", vxlan=("10.65.0.65", "66:00:00:00:00:0b")))
-    write(store, pool("default-pool", "10.65.0.0/16", vxlan="CrossSubnet"))
-    write_block(store, "10.65.0.0/26", "node-a")
-    write_block(store, "10.65.0.64/26", "node-b")
-    write(store, wep("default", "pod", "node-a", "10.65.0.2/32"))
+    put_typed(store, node("node-a", "10.0.1.5/24", vxlan=("10.65.0.1", "66:00:00:00:00:0a")))
+    put_typed(store, node("node-b", "10.0.2.6/24", vxlan=("10.65.0.65", "66:00:00:00:00:0b")))
+    put_typed(store, pool("default-pool", "10.65.0.0/16", vxlan="CrossSubnet"))
+    put_block(store, "10.65.0.0/26", "node-a")
+    put_block(store, "10.65.0.64/26", "node-b")
+    put_typed(store, wep("default", "pod", "node-a", "10.65.0.2/32"))
 
     stream = Stream(f.channel, "test")
     snap = stream.until(lambda ms: ms[-1].HasField("in_sync"), "InSync")
@@ -175,9 +163,9 @@ def test_snapshot_insync_live_updates_and_removals(felix):
     assert not reply.ready and "default/nope" in reply.reason
 
     # Live: a new node and its block, a peer; then removals.
-    write(store, node("node-c", "10.0.1.7/24"))
-    write_block(store, "10.65.0.128/26", "node-c")
-    write(store, bgp_peer("tor", peer_ip="10.0.1.1", as_number=65000))
+    put_typed(store, node("node-c", "10.0.1.7/24"))
+    put_block(store, "10.65.0.128/26", "node-c")
+    put_typed(store, bgp_peer("tor", peer_ip="10.0.1.1", as_number=65000))
     # Resources and blocks are separate watches: the block may arrive before its node,
     # and the route is first sent without the node's address. It must converge to:
     live = stream.until(
