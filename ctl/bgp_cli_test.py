@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import subprocess
 import time
 
 import pytest
 
+from datastore.etcd_fixture import free_port
 from scripts.install import install
-
-
-def free_port(addr: str) -> int:
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, probe, timeout: float = 20.0):

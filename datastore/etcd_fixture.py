@@ -46,14 +46,14 @@ _START_ATTEMPTS = 3
 _DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
-def free_port() -> int:
-    """A loopback TCP port the kernel just handed out (free now; callers bind it soon).
+def free_port(addr: str = "127.0.0.1") -> int:
+    """A TCP port on ``addr`` the kernel just handed out (free now; callers bind it soon).
 
     Another process may take it in between: etcd start-up is retried for that race.
-    Other packages' tests use this too (daemon health ports).
+    Other packages' tests use this too (daemon health and BGP ports).
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((addr, 0))
         return int(s.getsockname()[1])
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import socket
 
 import pytest
 
@@ -132,10 +131,3 @@ protocol bgp t6 {{
 def loopback_net() -> str:
     """A random 127.x.y. prefix: loopback tests of several helpers never share addresses."""
     return f"127.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}."
-
-
-def free_port(addr: str) -> int:
-    """A TCP port free on ``addr`` right now (the daemon binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]

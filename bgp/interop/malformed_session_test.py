@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from bgp.interop.common import free_port, loopback_net
+from bgp.interop.common import loopback_net
 from bgp.interop.harness import Metrics, Tabby, wait_for, workdir
 from bgp.interop.scripted import Persona, Scripted
 from bgp.wire import Negotiated, Notification, Open, Update, encode_message
 from bgp.wire.attributes import COMMUNITIES
 from bgp.wire.malformed_test import CASES, Discard, Reset, Withdraw
 from bgp.wire.types import AS_SEQUENCE, AsPathSegment, PathAttributes, Prefix
+from datastore.etcd_fixture import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

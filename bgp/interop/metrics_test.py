@@ -12,10 +12,11 @@ import urllib.request
 
 import pytest
 
-from bgp.interop.common import free_port, loopback_net
+from bgp.interop.common import loopback_net
 from bgp.interop.harness import REPO, Tabby, wait_for, workdir
 from bgp.interop.scripted import Persona, Scripted
 from bgp.wire import Notification, encode_message
+from datastore.etcd_fixture import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

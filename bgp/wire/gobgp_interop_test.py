@@ -35,6 +35,7 @@ from bgp.wire import (
     pack_updates,
 )
 from bgp.wire.types import AS_SEQUENCE
+from datastore.etcd_fixture import free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("gobgpd") is None or shutil.which("gobgp") is None,
@@ -43,12 +44,6 @@ pytestmark = pytest.mark.skipif(
 
 LOCAL_AS = 65001
 GOBGP_AS = 65002
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gobgp(api_port: int, *args: str) -> str:
